@@ -1,0 +1,60 @@
+//! A runtime-agnostic reconnecting `Stream + Sink`, and a WebSocket client on top.
+//!
+//! [`ReconnectingStream`] wraps a connector — any `FnMut() -> impl Future<Output = Result<S, E>>` where the
+//! connection `S` is a `Stream + Sink` — and keeps a connection alive behind it. You read with
+//! `stream.next().await` and write with `sink.send(msg).await`; drops, backoff and re-dialling happen inside and
+//! are reported as [`Event`]s. The state machine is a hand-written set of `poll_*` functions: no task is
+//! spawned, no runtime is named, and it runs on tokio, async-std, smol or any other executor. Timers come from
+//! [`async_io`] (or an injected [`time::Timer`]).
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use futures::{SinkExt, StreamExt};
+//! use stream_tungstenite::{retry::ExponentialBackoff, ReconnectingStream};
+//!
+//! # futures::executor::block_on(async {
+//! // A connector. Here: an in-memory echo connection; usually a network dial.
+//! let connect = || async {
+//!     let (tx, rx) = futures::channel::mpsc::unbounded::<String>();
+//!     Ok::<_, std::io::Error>(stream_tungstenite::join(rx.map(Ok::<_, std::io::Error>), tx))
+//! };
+//! let mut conn = ReconnectingStream::new(connect)
+//!     .with_retry(ExponentialBackoff::new(Duration::from_millis(50), Duration::from_secs(10)));
+//!
+//! conn.send("hello".to_string()).await?;
+//! let echoed = conn.next().await.transpose()?;
+//! assert_eq!(echoed.as_deref(), Some("hello"));
+//! assert_eq!(conn.generation(), 1);
+//! # Ok::<_, stream_tungstenite::Error>(())
+//! # }).unwrap();
+//! ```
+//!
+//! # Modules
+//!
+//! - [`retry`]: retry policies (exponential backoff with jitter, fixed, immediate, none, closures).
+//! - [`time`]: the timer abstraction and a manual clock for tests.
+//!
+//! # Feature flags
+//!
+//! None yet: the crate builds with no optional features.
+
+mod classify;
+mod connect;
+mod error;
+mod event;
+mod join;
+mod reconnect;
+pub mod retry;
+pub mod time;
+
+pub use crate::classify::{Classification, Classify, RetryAll};
+pub use crate::connect::Connect;
+pub use crate::error::{BoxError, Error, Failure};
+pub use crate::event::{ConnectionState, Event, Observer};
+pub use crate::join::{join, Join};
+pub use crate::reconnect::{
+    ReconnectingStream, DEFAULT_CLOSE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_QUEUE_CAPACITY,
+    DEFAULT_STABLE_AFTER,
+};
