@@ -62,9 +62,9 @@ impl Failure {
     /// The underlying error from the connector, stream or sink, if there is one.
     pub fn source_error(&self) -> Option<&(dyn StdError + Send + Sync + 'static)> {
         match self {
-            Self::Connect { source, .. } | Self::Read { source, .. } | Self::Write { source, .. } => {
-                Some(&**source)
-            }
+            Self::Connect { source, .. }
+            | Self::Read { source, .. }
+            | Self::Write { source, .. } => Some(&**source),
             Self::ConnectTimeout { .. } | Self::Ended { .. } => None,
         }
     }
@@ -98,9 +98,9 @@ impl Failure {
     /// The generation of the connection that was lost, or `None` for a failed connect attempt.
     pub fn generation(&self) -> Option<u64> {
         match self {
-            Self::Read { generation, .. } | Self::Write { generation, .. } | Self::Ended { generation } => {
-                Some(*generation)
-            }
+            Self::Read { generation, .. }
+            | Self::Write { generation, .. }
+            | Self::Ended { generation } => Some(*generation),
             Self::Connect { .. } | Self::ConnectTimeout { .. } => None,
         }
     }
@@ -118,8 +118,12 @@ impl fmt::Display for Failure {
             Self::ConnectTimeout { attempt, after } => {
                 write!(f, "connect attempt {attempt} timed out after {after:?}")
             }
-            Self::Read { generation, .. } => write!(f, "reading from connection {generation} failed"),
-            Self::Write { generation, .. } => write!(f, "writing to connection {generation} failed"),
+            Self::Read { generation, .. } => {
+                write!(f, "reading from connection {generation} failed")
+            }
+            Self::Write { generation, .. } => {
+                write!(f, "writing to connection {generation} failed")
+            }
             Self::Ended { generation } => write!(f, "connection {generation} ended"),
         }
     }
@@ -174,7 +178,9 @@ impl Error {
     /// How many accepted messages were not delivered when the stream ended.
     pub fn unsent(&self) -> usize {
         match self {
-            Self::GaveUp { unsent, .. } | Self::Fatal { unsent, .. } | Self::Closed { unsent } => *unsent,
+            Self::GaveUp { unsent, .. } | Self::Fatal { unsent, .. } | Self::Closed { unsent } => {
+                *unsent
+            }
         }
     }
 

@@ -235,9 +235,9 @@ impl<I> Core<I> {
 
     /// The error the sink returns once the stream has ended.
     pub(crate) fn sink_error(&self) -> Error {
-        self.terminal
-            .clone()
-            .unwrap_or(Error::Closed { unsent: self.queue.len() })
+        self.terminal.clone().unwrap_or(Error::Closed {
+            unsent: self.queue.len(),
+        })
     }
 
     /// The stream's item once it has ended: the terminal error once (unless the user closed it), then `None`.
@@ -321,7 +321,11 @@ where
     ///
     /// `Pending` only when the connect future or the backoff sleep is pending; both are polled with the combined
     /// waker, after `side`'s waker has been registered, so neither half steals the other's wake-up.
-    pub(crate) fn poll_connection(self: Pin<&mut Self>, cx: &mut Context<'_>, side: Side) -> Poll<Link> {
+    pub(crate) fn poll_connection(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        side: Side,
+    ) -> Poll<Link> {
         let mut this = self.project();
         let core = this.core;
         // state       | event                    | next
@@ -352,19 +356,21 @@ where
                     let mut shared_cx = Context::from_waker(&core.combined);
                     let outcome = match fut.as_mut().poll(&mut shared_cx) {
                         Poll::Ready(outcome) => outcome,
-                        Poll::Pending => match timeout.as_mut().map(|t| t.as_mut().poll(&mut shared_cx)) {
-                            Some(Poll::Ready(())) => {
-                                trace!("connecting -> timed out");
-                                let failure = Failure::ConnectTimeout {
-                                    attempt,
-                                    after: core.connect_timeout.unwrap_or_default(),
-                                };
-                                let next = core.on_connect_failed(failure);
-                                this.state.set(next);
-                                continue;
+                        Poll::Pending => {
+                            match timeout.as_mut().map(|t| t.as_mut().poll(&mut shared_cx)) {
+                                Some(Poll::Ready(())) => {
+                                    trace!("connecting -> timed out");
+                                    let failure = Failure::ConnectTimeout {
+                                        attempt,
+                                        after: core.connect_timeout.unwrap_or_default(),
+                                    };
+                                    let next = core.on_connect_failed(failure);
+                                    this.state.set(next);
+                                    continue;
+                                }
+                                Some(Poll::Pending) | None => return Poll::Pending,
                             }
-                            Some(Poll::Pending) | None => return Poll::Pending,
-                        },
+                        }
                     };
                     match outcome {
                         Ok(conn) => {
@@ -387,7 +393,10 @@ where
                 // Waiting before the next attempt.
                 StateProj::Backoff { sleep, .. } => {
                     core.wakers.register(side, cx.waker());
-                    match sleep.as_mut().poll(&mut Context::from_waker(&core.combined)) {
+                    match sleep
+                        .as_mut()
+                        .poll(&mut Context::from_waker(&core.combined))
+                    {
                         Poll::Ready(()) => {
                             trace!("backoff -> connecting");
                             let next = core.start_attempt(this.connector);
@@ -417,7 +426,10 @@ where
     /// Writes and flushes the queue on the current connection, reconnecting as needed.
     ///
     /// `Ready(Ok)` once nothing is outstanding, `Ready(Err)` once the stream has ended.
-    pub(crate) fn poll_flush_queue(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>>
+    pub(crate) fn poll_flush_queue(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Error>>
     where
         C::Connection: Sink<I>,
         <C::Connection as Sink<I>>::Error: Into<BoxError>,
@@ -443,7 +455,10 @@ where
     }
 
     /// Reads the next item, reconnecting as needed; on the way, writes anything outstanding.
-    pub(crate) fn poll_read<T, SE>(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<T, Error>>>
+    pub(crate) fn poll_read<T, SE>(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<T, Error>>>
     where
         C::Connection: Stream<Item = Result<T, SE>> + Sink<I>,
         SE: Into<BoxError>,
@@ -464,7 +479,9 @@ where
                 // combined waker keeps the write half's wake-ups intact.
                 core.wakers.register(Side::Read, cx.waker());
                 let combined = core.combined.clone();
-                if let Poll::Ready(Err(failure)) = core.poll_write(conn.as_mut(), &mut Context::from_waker(&combined)) {
+                if let Poll::Ready(Err(failure)) =
+                    core.poll_write(conn.as_mut(), &mut Context::from_waker(&combined))
+                {
                     self.as_mut().fail_connection(failure, Side::Read);
                     continue;
                 }
@@ -487,7 +504,10 @@ where
     }
 
     /// Closes: flushes the queue on the current connection (no reconnect), closes it, ends the stream.
-    pub(crate) fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>>
+    pub(crate) fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Error>>
     where
         C::Connection: Sink<I>,
         <C::Connection as Sink<I>>::Error: Into<BoxError>,

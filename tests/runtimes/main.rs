@@ -1,0 +1,139 @@
+//! Runtime independence, shown: one end-to-end scenario run under tokio (multi-thread), async-std, smol and
+//! `futures::executor`.
+//!
+//! A loopback WebSocket echo server drops the TCP connection after every `DROP_EVERY` messages. The client sends
+//! a numbered sequence in lockstep through a `ReconnectingStream` and must get every echo back. A message
+//! flushed to a socket that the server then drops can die in the kernel: the library guarantees delivery to a
+//! flushed connection, not end to end. So, as a real application would, the client sends a number again when
+//! the connection generation changes while it waits for that number's echo.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_io::Async;
+use async_tungstenite::tungstenite::{self, Message};
+use futures::channel::mpsc;
+use futures::future::{select, Either};
+use futures::{SinkExt, StreamExt};
+use stream_tungstenite::retry::ExponentialBackoff;
+use stream_tungstenite::{Event, ReconnectingStream};
+
+const MESSAGES: u32 = 200;
+const DROP_EVERY: usize = 25;
+
+/// Starts an echo server on 127.0.0.1:0 that drops each connection after `DROP_EVERY` messages.
+/// Returns its address and a counter of accepted connections.
+fn start_dropping_echo_server() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    std::thread::spawn(move || {
+        async_io::block_on(async move {
+            let listener = Async::new(listener).unwrap();
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                counter.fetch_add(1, Ordering::SeqCst);
+                let Ok(mut ws) = async_tungstenite::accept_async(tcp).await else {
+                    continue;
+                };
+                let mut echoed = 0;
+                while let Some(Ok(message)) = ws.next().await {
+                    if message.is_text() && ws.send(message).await.is_err() {
+                        break;
+                    }
+                    echoed += 1;
+                    if echoed == DROP_EVERY {
+                        break; // drop TCP without a close handshake
+                    }
+                }
+            }
+        })
+    });
+    (addr, accepted)
+}
+
+async fn scenario() {
+    let (addr, accepted) = start_dropping_echo_server();
+    let (events_tx, mut connected) = mpsc::unbounded::<u64>();
+    let mut conn = ReconnectingStream::new(move || async move {
+        let tcp = Async::<TcpStream>::connect(addr).await?;
+        let (ws, _) = async_tungstenite::client_async(format!("ws://{addr}/"), tcp).await?;
+        Ok::<_, tungstenite::Error>(ws)
+    })
+    .with_retry(ExponentialBackoff::new(
+        Duration::from_millis(5),
+        Duration::from_millis(50),
+    ))
+    .with_observer(move |event: &Event| {
+        if let Event::Connected { generation, .. } = event {
+            let _ = events_tx.unbounded_send(*generation);
+        }
+    });
+
+    let mut resent = 0;
+    for n in 0..MESSAGES {
+        conn.send(Message::text(n.to_string())).await.unwrap();
+        let mut sent_on = conn.generation();
+        loop {
+            match select(conn.next(), connected.next()).await {
+                Either::Left((Some(Ok(Message::Text(text))), _)) => {
+                    let echoed: u32 = text.parse().unwrap();
+                    assert!(
+                        echoed <= n,
+                        "echo {echoed} from the future (waiting for {n})"
+                    );
+                    if echoed == n {
+                        break;
+                    }
+                }
+                Either::Left((Some(Ok(_)), _)) => {}
+                Either::Left((other, _)) => panic!("stream ended: {other:?}"),
+                Either::Right((Some(generation), _)) if generation > sent_on => {
+                    // A new connection while waiting: the number may have died with the old one.
+                    conn.send(Message::text(n.to_string())).await.unwrap();
+                    sent_on = conn.generation();
+                    resent += 1;
+                }
+                Either::Right(_) => {}
+            }
+        }
+    }
+    let drops = MESSAGES as usize / DROP_EVERY;
+    assert!(
+        conn.generation() as usize >= drops,
+        "generation {} after {drops} drops",
+        conn.generation()
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), conn.generation() as usize);
+    assert!(
+        resent <= conn.generation() as usize,
+        "resent {resent} times"
+    );
+    conn.close().await.unwrap();
+    assert!(conn.next().await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_multi_thread() {
+    scenario().await;
+}
+
+#[async_std::test]
+async fn async_std() {
+    scenario().await;
+}
+
+#[test]
+fn smol() {
+    smol::block_on(scenario());
+}
+
+#[test]
+fn futures_executor() {
+    futures::executor::block_on(scenario());
+}
