@@ -45,7 +45,18 @@ where
     }
 }
 
-/// The default classifier for generic streams: every failure is retried.
+/// The default classifier: the WebSocket failure classes of [`ws::classify`](crate::ws::classify) for the
+/// error types this crate and tungstenite define; every other failure is retried.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DefaultClassifier;
+
+impl Classify for DefaultClassifier {
+    fn classify(&self, failure: &Failure) -> Classification {
+        crate::ws::classify(failure)
+    }
+}
+
+/// A classifier that retries every failure.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RetryAll;
 

@@ -105,6 +105,12 @@ impl Failure {
         }
     }
 
+    /// The WebSocket close code of a lost connection: the server's Close code, or 1006 when the connection was
+    /// lost without a close handshake. `None` for failed attempts and non-WebSocket connections.
+    pub fn close_code(&self) -> Option<u16> {
+        crate::ws::close_code(self)
+    }
+
     /// Whether this failure happened while connecting (as opposed to on an established connection).
     pub fn is_connect(&self) -> bool {
         matches!(self, Self::Connect { .. } | Self::ConnectTimeout { .. })

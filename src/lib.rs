@@ -48,8 +48,12 @@ mod join;
 mod reconnect;
 pub mod retry;
 pub mod time;
+pub mod ws;
 
-pub use crate::classify::{Classification, Classify, RetryAll};
+pub use crate::ws::{connect, ConnectError, WsConnection, WsConnector};
+pub use async_tungstenite::tungstenite;
+
+pub use crate::classify::{Classification, Classify, DefaultClassifier, RetryAll};
 pub use crate::connect::Connect;
 pub use crate::error::{BoxError, Error, Failure};
 pub use crate::event::{ConnectionState, Event, Observer};

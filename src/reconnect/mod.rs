@@ -17,7 +17,7 @@ use pin_project_lite::pin_project;
 
 use self::state::{Core, State};
 use self::waker::{Side, WakerSlots};
-use crate::classify::{Classify, RetryAll};
+use crate::classify::{Classify, DefaultClassifier};
 use crate::error::{BoxError, Error};
 use crate::event::{ConnectionState, Observer, Observers};
 use crate::retry::{ExponentialBackoff, RetryPolicy};
@@ -116,7 +116,7 @@ where
                 unflushed: VecDeque::new(),
                 capacity: DEFAULT_QUEUE_CAPACITY,
                 policy: Box::new(ExponentialBackoff::default()),
-                classifier: Box::new(RetryAll),
+                classifier: Box::new(DefaultClassifier),
                 observers: Observers::new(),
                 timer: Arc::new(AsyncIoTimer),
                 stable_after: DEFAULT_STABLE_AFTER,
@@ -172,7 +172,8 @@ where
         self
     }
 
-    /// Sets the failure classifier (default [`RetryAll`]: every failure is retried).
+    /// Sets the failure classifier (default [`DefaultClassifier`]: the WebSocket failure classes for this
+    /// crate's and tungstenite's errors, retry for everything else).
     pub fn with_classifier(mut self, classifier: impl Classify + 'static) -> Self {
         self.core.classifier = Box::new(classifier);
         self

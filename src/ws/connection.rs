@@ -1,0 +1,132 @@
+//! [`WsConnection`]: one WebSocket connection, with Close frames turned into a typed end.
+
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use async_tungstenite::tungstenite::Message;
+use async_tungstenite::WebSocketStream;
+use futures_core::Stream;
+use futures_sink::Sink;
+
+use super::error::ConnectionError;
+use super::transport::MaybeTlsStream;
+
+/// One WebSocket connection: `Stream<Item = Result<Message, ConnectionError>> + Sink<Message>`.
+///
+/// Made by [`connect`](crate::connect) or a [`WsConnector`](super::WsConnector). It differs from the bare
+/// async-tungstenite stream in one way: a Close frame from the server is not an item. The connection ends
+/// with [`ConnectionError::Closed`] carrying the code and reason, so that
+/// [`ReconnectingStream`](crate::ReconnectingStream) reports it as a disconnect with a close code and
+/// decides by the code whether to reconnect. Pings are answered automatically (by tungstenite, on the next
+/// read or write); they and pongs are still yielded as items.
+///
+/// `poll_close` performs the close handshake: it sends a Close frame, then waits for the server's Close (or
+/// the end of the connection). Bound the wait from outside, as `ReconnectingStream`'s close timeout does.
+#[derive(Debug)]
+pub struct WsConnection {
+    inner: WebSocketStream<MaybeTlsStream>,
+    protocol: Option<String>,
+    peer_close: Option<(u16, String)>,
+    ended: bool,
+}
+
+impl WsConnection {
+    pub(crate) fn new(inner: WebSocketStream<MaybeTlsStream>, protocol: Option<String>) -> Self {
+        Self {
+            inner,
+            protocol,
+            peer_close: None,
+            ended: false,
+        }
+    }
+
+    /// The subprotocol the server selected, if any.
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+
+    /// The async-tungstenite stream.
+    pub fn get_ref(&self) -> &WebSocketStream<MaybeTlsStream> {
+        &self.inner
+    }
+
+    /// The async-tungstenite stream, for low-level control.
+    pub fn into_inner(self) -> WebSocketStream<MaybeTlsStream> {
+        self.inner
+    }
+
+    fn closed_error(&mut self) -> Option<ConnectionError> {
+        self.peer_close
+            .take()
+            .map(|(code, reason)| ConnectionError::Closed { code, reason })
+    }
+}
+
+impl Stream for WsConnection {
+    type Item = Result<Message, ConnectionError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            match ready!(Pin::new(&mut this.inner).poll_next(cx)) {
+                Some(Ok(Message::Close(frame))) => {
+                    // tungstenite queues the reply; keep reading until the handshake completes.
+                    let (code, reason) = frame.map_or((1005, String::new()), |frame| {
+                        (u16::from(frame.code), frame.reason.as_str().to_owned())
+                    });
+                    this.peer_close = Some((code, reason));
+                }
+                Some(Ok(message)) => return Poll::Ready(Some(Ok(message))),
+                Some(Err(error)) => {
+                    this.ended = true;
+                    let error = this
+                        .closed_error()
+                        .unwrap_or(ConnectionError::Protocol(error));
+                    return Poll::Ready(Some(Err(error)));
+                }
+                None => {
+                    this.ended = true;
+                    return Poll::Ready(this.closed_error().map(Err));
+                }
+            }
+        }
+    }
+}
+
+impl Sink<Message> for WsConnection {
+    type Error = ConnectionError;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ConnectionError>> {
+        Pin::new(&mut self.get_mut().inner)
+            .poll_ready(cx)
+            .map_err(Into::into)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), ConnectionError> {
+        Pin::new(&mut self.get_mut().inner)
+            .start_send(item)
+            .map_err(Into::into)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ConnectionError>> {
+        Pin::new(&mut self.get_mut().inner)
+            .poll_flush(cx)
+            .map_err(Into::into)
+    }
+
+    /// Sends a Close frame, then waits for the server's Close or the end of the connection.
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ConnectionError>> {
+        let this = self.get_mut();
+        ready!(Pin::new(&mut this.inner).poll_close(cx))?;
+        while !this.ended {
+            match ready!(Pin::new(&mut this.inner).poll_next(cx)) {
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => this.ended = true,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}

@@ -1,0 +1,231 @@
+//! TCP (async-io) + TLS (rustls via futures-rustls): the byte stream under a WebSocket. No runtime named.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_io::Async;
+use futures_io::{AsyncRead, AsyncWrite};
+use futures_rustls::rustls::{self, pki_types::ServerName, ClientConfig, RootCertStore};
+use tracing::trace;
+
+use super::error::ConnectError;
+
+/// The byte stream under a [`WsConnection`](super::WsConnection): plain TCP or TLS over TCP.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum MaybeTlsStream {
+    /// `ws://`.
+    Plain(Async<TcpStream>),
+    /// `wss://`.
+    Tls(Box<futures_rustls::client::TlsStream<Async<TcpStream>>>),
+}
+
+impl MaybeTlsStream {
+    /// The TCP socket.
+    pub fn tcp(&self) -> &Async<TcpStream> {
+        match self {
+            Self::Plain(tcp) => tcp,
+            Self::Tls(tls) => tls.get_ref().0,
+        }
+    }
+}
+
+impl AsyncRead for MaybeTlsStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for MaybeTlsStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_close(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
+        }
+    }
+}
+
+/// Where to dial, taken from the request's URI.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) tls: bool,
+}
+
+impl Target {
+    pub(crate) fn from_uri(
+        uri: &async_tungstenite::tungstenite::http::Uri,
+    ) -> Result<Self, ConnectError> {
+        let invalid = |reason: &str| ConnectError::InvalidUrl {
+            url: uri.to_string(),
+            reason: reason.to_owned(),
+        };
+        let tls = match uri.scheme_str() {
+            Some("ws") => false,
+            Some("wss") => true,
+            Some(_) => return Err(invalid("the scheme must be ws or wss")),
+            None => return Err(invalid("no scheme")),
+        };
+        let host = uri
+            .host()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| invalid("no host"))?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        Ok(Self { host, port, tls })
+    }
+}
+
+/// TCP options.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TcpOptions {
+    pub(crate) nodelay: bool,
+    pub(crate) keepalive: Option<Duration>,
+}
+
+/// Resolves `target` without blocking the executor (a blocking lookup runs on async-net's thread pool) and
+/// connects to each address in turn.
+pub(crate) async fn dial_tcp(
+    target: &Target,
+    options: TcpOptions,
+) -> Result<Async<TcpStream>, ConnectError> {
+    let addrs: Vec<SocketAddr> = match target.host.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, target.port)],
+        Err(_) => async_net::resolve((target.host.as_str(), target.port))
+            .await
+            .map_err(|source| ConnectError::Dns {
+                host: target.host.clone(),
+                source,
+            })?,
+    };
+    let mut last = None;
+    for addr in addrs {
+        trace!(%addr, "tcp connect");
+        match Async::<TcpStream>::connect(addr).await {
+            Ok(tcp) => {
+                configure(&tcp, options);
+                return Ok(tcp);
+            }
+            Err(source) => last = Some(ConnectError::Tcp { addr, source }),
+        }
+    }
+    Err(last.unwrap_or_else(|| ConnectError::Dns {
+        host: target.host.clone(),
+        source: io::Error::new(io::ErrorKind::NotFound, "no address found"),
+    }))
+}
+
+fn configure(tcp: &Async<TcpStream>, options: TcpOptions) {
+    let socket = socket2::SockRef::from(tcp.get_ref());
+    if let Err(error) = socket.set_tcp_nodelay(options.nodelay) {
+        trace!(%error, "setting TCP_NODELAY failed");
+    }
+    if let Some(time) = options.keepalive {
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(time)
+            .with_interval(time);
+        if let Err(error) = socket.set_tcp_keepalive(&keepalive) {
+            trace!(%error, "setting TCP keepalive failed");
+        }
+    }
+}
+
+/// Runs the TLS handshake over `tcp`.
+pub(crate) async fn handshake_tls(
+    tcp: Async<TcpStream>,
+    host: &str,
+    config: Arc<ClientConfig>,
+) -> Result<MaybeTlsStream, ConnectError> {
+    let name = ServerName::try_from(host.to_owned()).map_err(|e| ConnectError::InvalidUrl {
+        url: host.to_owned(),
+        reason: format!("not a valid tls server name: {e}"),
+    })?;
+    let tls = futures_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|source| ConnectError::Tls {
+            host: host.to_owned(),
+            source,
+        })?;
+    Ok(MaybeTlsStream::Tls(Box::new(tls)))
+}
+
+/// A rustls client configuration with the ring provider and the given roots.
+pub(crate) fn client_config(roots: RootCertStore) -> Result<Arc<ClientConfig>, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(Arc::new(
+        ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ))
+}
+
+/// The default roots: webpki-roots and/or the system's, as the crate features choose.
+pub(crate) fn default_roots() -> RootCertStore {
+    #[allow(unused_mut)]
+    let mut roots = RootCertStore::empty();
+    #[cfg(feature = "webpki-roots")]
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    #[cfg(feature = "native-roots")]
+    {
+        let found = rustls_native_certs::load_native_certs();
+        for error in &found.errors {
+            tracing::debug!(%error, "loading a native root certificate failed");
+        }
+        roots.add_parsable_certificates(found.certs);
+    }
+    roots
+}
+
+/// The default client configuration, built once.
+pub(crate) fn default_client_config() -> Result<Arc<ClientConfig>, rustls::Error> {
+    static CONFIG: OnceLock<Result<Arc<ClientConfig>, rustls::Error>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| client_config(default_roots()))
+        .clone()
+}

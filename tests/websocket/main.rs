@@ -1,0 +1,577 @@
+//! WebSocket transport against loopback servers written here: connect, failure classes (DESIGN contract 7),
+//! close frames, pings, the close handshake, TLS with a custom root, and the connector builder. Echo and
+//! drop scenarios run under tokio, async-std and smol.
+
+#[path = "../support/server.rs"]
+mod server;
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Duration;
+
+use async_tungstenite::tungstenite::Message as ServerMessage;
+use futures::channel::mpsc;
+use futures::future::{select, Either};
+use futures::{SinkExt, Stream, StreamExt};
+use stream_tungstenite::retry::{ExponentialBackoff, Jitter, NoRetry};
+use stream_tungstenite::time::ManualClock;
+use stream_tungstenite::tungstenite::Message;
+use stream_tungstenite::ws::{ConnectError, ConnectionError, WsConnector};
+use stream_tungstenite::{connect, Error, Event, Failure, ReconnectingStream};
+
+fn events() -> (Arc<Mutex<Vec<Event>>>, impl FnMut(&Event) + Send + 'static) {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&log);
+    (log, move |event: &Event| {
+        sink.lock().unwrap().push(event.clone())
+    })
+}
+
+fn delays(log: &Mutex<Vec<Event>>) -> Vec<Duration> {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            Event::RetryScheduled { delay, .. } => Some(*delay),
+            _ => None,
+        })
+        .collect()
+}
+
+// ---- Echo and drop on each runtime --------------------------------------------------------------------------
+
+async fn echo_scenario() {
+    let server = server::echo_server(None);
+    let url = server.url();
+    let mut ws = ReconnectingStream::new(move || connect(url.clone()));
+    for n in 0..100 {
+        ws.send(Message::text(format!("echo {n}"))).await.unwrap();
+        let reply = ws.next().await.unwrap().unwrap();
+        assert_eq!(reply, Message::text(format!("echo {n}")));
+    }
+    ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::binary(vec![1u8, 2, 3])
+    );
+    assert_eq!(ws.generation(), 1);
+    ws.close().await.unwrap();
+    assert!(ws.next().await.is_none());
+}
+
+/// The server drops TCP after every 10 echoes; the client sends 100 numbers in lockstep and sends a number
+/// again when the generation changes while it waits (delivery is guaranteed to a flushed connection, not end
+/// to end: a number flushed into a socket the server then drops may die in the kernel).
+async fn drop_scenario() {
+    let server = server::echo_server(Some(10));
+    let url = server.url();
+    let (tx, mut connected) = mpsc::unbounded();
+    let mut ws = ReconnectingStream::new(move || connect(url.clone()))
+        .with_retry(ExponentialBackoff::new(
+            Duration::from_millis(2),
+            Duration::from_millis(20),
+        ))
+        .with_observer(move |event: &Event| {
+            if let Event::Connected { generation, .. } = event {
+                let _ = tx.unbounded_send(*generation);
+            }
+        });
+    for n in 0..100u32 {
+        ws.send(Message::text(n.to_string())).await.unwrap();
+        let mut sent_on = ws.generation();
+        loop {
+            match select(ws.next(), connected.next()).await {
+                Either::Left((Some(Ok(Message::Text(text))), _)) => {
+                    if text.parse::<u32>().unwrap() == n {
+                        break;
+                    }
+                }
+                Either::Left((Some(Ok(_)), _)) => {}
+                Either::Left((other, _)) => panic!("stream ended: {other:?}"),
+                Either::Right((Some(generation), _)) if generation > sent_on => {
+                    ws.send(Message::text(n.to_string())).await.unwrap();
+                    sent_on = ws.generation();
+                }
+                Either::Right(_) => {}
+            }
+        }
+    }
+    assert!(ws.generation() >= 10, "generation {}", ws.generation());
+    assert_eq!(server.accepted(), ws.generation() as usize);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_on_tokio() {
+    echo_scenario().await;
+}
+
+#[async_std::test]
+async fn echo_on_async_std() {
+    echo_scenario().await;
+}
+
+#[test]
+fn echo_on_smol() {
+    smol::block_on(echo_scenario());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_on_tokio() {
+    drop_scenario().await;
+}
+
+#[async_std::test]
+async fn drop_on_async_std() {
+    drop_scenario().await;
+}
+
+#[test]
+fn drop_on_smol() {
+    smol::block_on(drop_scenario());
+}
+
+// ---- Failure classes ----------------------------------------------------------------------------------------
+
+fn fatal_connect_error(error: Error) -> u16 {
+    let Error::Fatal { cause, .. } = &error else {
+        panic!("expected a fatal error, got {error:?}");
+    };
+    let connect_error = cause
+        .downcast_ref::<ConnectError>()
+        .expect("a ConnectError");
+    assert!(!connect_error.is_retryable());
+    connect_error.status().unwrap_or(0)
+}
+
+#[test]
+fn upgrade_rejected_with_401_403_404_is_fatal_at_once() {
+    for (status, reason) in [
+        (401, "Unauthorized"),
+        (403, "Forbidden"),
+        (404, "Not Found"),
+        (400, "Bad Request"),
+    ] {
+        let server = server::rejecting_server(status, reason, "");
+        let url = server.url();
+        let mut ws = ReconnectingStream::new(move || connect(url.clone()));
+        let error = smol::block_on(ws.next()).unwrap().unwrap_err();
+        assert_eq!(fatal_connect_error(error), status);
+        assert!(smol::block_on(ws.next()).is_none());
+        assert_eq!(server.accepted(), 1, "HTTP {status} must not be retried");
+    }
+}
+
+/// Runs the stream until its first retry is scheduled, with a manual clock so nothing waits.
+fn first_delay(server: &server::Server) -> (Duration, Failure) {
+    let url = server.url();
+    let clock = ManualClock::new();
+    let (log, observer) = events();
+    let mut ws: ReconnectingStream<_, Message> =
+        ReconnectingStream::new(move || connect(url.clone()))
+            .with_timer(clock)
+            .with_observer(observer)
+            .with_retry(
+                ExponentialBackoff::new(Duration::from_millis(100), Duration::from_secs(10))
+                    .jitter(Jitter::None),
+            );
+    smol::block_on(futures::future::poll_fn(|cx| {
+        let _ = Pin::new(&mut ws).poll_next(cx);
+        if delays(&log).is_empty() {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    }));
+    let failure = log
+        .lock()
+        .unwrap()
+        .iter()
+        .find_map(|e| match e {
+            Event::ConnectFailed { failure } => Some(failure.clone()),
+            _ => None,
+        })
+        .unwrap();
+    (delays(&log)[0], failure)
+}
+
+#[test]
+fn rejected_with_503_and_retry_after_waits_at_least_that_long() {
+    let server = server::rejecting_server(503, "Service Unavailable", "Retry-After: 1\r\n");
+    let (delay, failure) = first_delay(&server);
+    assert_eq!(
+        delay,
+        Duration::from_secs(1),
+        "policy says 100 ms, Retry-After says 1 s"
+    );
+    let error = failure.downcast_ref::<ConnectError>().unwrap();
+    assert_eq!(error.status(), Some(503));
+    assert_eq!(error.retry_after(), Some(Duration::from_secs(1)));
+    assert!(error.is_retryable());
+}
+
+#[test]
+fn rejected_with_500_is_retried_with_backoff() {
+    let server = server::rejecting_server(500, "Internal Server Error", "");
+    let (delay, failure) = first_delay(&server);
+    assert_eq!(delay, Duration::from_millis(100));
+    assert_eq!(
+        failure.downcast_ref::<ConnectError>().unwrap().status(),
+        Some(500)
+    );
+}
+
+#[test]
+fn a_refused_tcp_connection_is_retried() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let server = server::Server {
+        addr: ([127, 0, 0, 1], port).into(),
+        accepted: Arc::default(),
+        log: Arc::default(),
+    };
+    let (delay, failure) = first_delay(&server);
+    assert_eq!(delay, Duration::from_millis(100));
+    assert!(matches!(
+        failure.downcast_ref::<ConnectError>(),
+        Some(ConnectError::Tcp { .. })
+    ));
+}
+
+#[test]
+fn an_invalid_url_is_fatal() {
+    for url in ["http://127.0.0.1:1/", "not a url", "ws:///nohost"] {
+        let mut ws = ReconnectingStream::new(move || connect(url));
+        let error = smol::block_on(ws.next()).unwrap().unwrap_err();
+        assert!(error.is_fatal(), "{url}: {error:?}");
+        let cause = error
+            .failure()
+            .unwrap()
+            .downcast_ref::<ConnectError>()
+            .unwrap();
+        assert!(
+            matches!(cause, ConnectError::InvalidUrl { .. }),
+            "{url}: {cause:?}"
+        );
+    }
+}
+
+// ---- Close frames -------------------------------------------------------------------------------------------
+
+#[test]
+fn a_server_close_with_1012_is_an_event_with_its_code_and_reconnects() {
+    let server = server::closing_server(1012, false);
+    let url = server.url();
+    let clock = ManualClock::new();
+    let (log, observer) = events();
+    let mut ws: ReconnectingStream<_, Message> =
+        ReconnectingStream::new(move || connect(url.clone()))
+            .with_timer(clock.clone())
+            .with_observer(observer)
+            .with_retry(
+                ExponentialBackoff::new(Duration::from_millis(100), Duration::from_secs(1))
+                    .jitter(Jitter::None),
+            );
+    smol::block_on(futures::future::poll_fn(|cx| {
+        let _ = Pin::new(&mut ws).poll_next(cx);
+        if server.accepted() >= 2 && ws.generation() >= 2 {
+            return Poll::Ready(());
+        }
+        if clock.next_deadline().is_some() {
+            clock.advance(Duration::from_secs(1));
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    }));
+    let events = log.lock().unwrap().clone();
+    let reason = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Disconnected { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(reason.close_code(), Some(1012));
+    assert!(matches!(
+        reason.downcast_ref::<ConnectionError>(),
+        Some(ConnectionError::Closed { code: 1012, reason }) if reason == "restart"
+    ));
+}
+
+#[test]
+fn a_server_close_with_1008_policy_violation_is_fatal() {
+    let server = server::closing_server(1008, false);
+    let url = server.url();
+    let mut ws = ReconnectingStream::new(move || connect(url.clone()));
+    let error = smol::block_on(ws.next()).unwrap().unwrap_err();
+    assert!(error.is_fatal());
+    assert_eq!(error.failure().unwrap().close_code(), Some(1008));
+    assert_eq!(server.accepted(), 1);
+}
+
+#[test]
+fn a_dropped_tcp_connection_reports_close_code_1006() {
+    let server = server::echo_server(Some(1));
+    let url = server.url();
+    let (log, observer) = events();
+    let mut ws = ReconnectingStream::new(move || connect(url.clone()))
+        .with_observer(observer)
+        .with_retry(NoRetry);
+    smol::block_on(async {
+        ws.send(Message::text("x")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("x"));
+        assert!(
+            ws.next().await.unwrap().is_err(),
+            "NoRetry: the drop ends the stream"
+        );
+    });
+    let code = log.lock().unwrap().iter().find_map(|e| match e {
+        Event::Disconnected { reason, .. } => reason.close_code(),
+        _ => None,
+    });
+    assert_eq!(code, Some(1006));
+}
+
+// ---- Pings and the close handshake --------------------------------------------------------------------------
+
+#[test]
+fn server_pings_are_answered_while_the_client_only_reads() {
+    let server = server::serve(|tcp, _, log| async move {
+        let Ok(mut ws) = async_tungstenite::accept_async(tcp).await else {
+            return;
+        };
+        ws.send(ServerMessage::Ping(b"are you there".to_vec().into()))
+            .await
+            .unwrap();
+        while let Some(Ok(message)) = ws.next().await {
+            if let ServerMessage::Pong(payload) = message {
+                log.lock()
+                    .unwrap()
+                    .push(format!("pong {}", String::from_utf8_lossy(&payload)));
+                ws.send(ServerMessage::text("got pong")).await.unwrap();
+            }
+        }
+    });
+    let url = server.url();
+    let mut ws = ReconnectingStream::new(move || connect(url.clone()));
+    smol::block_on(async {
+        loop {
+            match ws.next().await.unwrap().unwrap() {
+                Message::Text(text) if text == "got pong" => break,
+                Message::Ping(_) | Message::Pong(_) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    });
+    assert_eq!(server.log(), ["pong are you there"]);
+}
+
+#[test]
+fn close_performs_the_websocket_close_handshake() {
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<Vec<String>>();
+    let done_tx = Mutex::new(done_tx);
+    let server = server::serve(move |tcp, _, _| {
+        let done = done_tx.lock().unwrap().clone();
+        async move {
+            let Ok(mut ws) = async_tungstenite::accept_async(tcp).await else {
+                return;
+            };
+            let mut seen = Vec::new();
+            while let Some(Ok(message)) = ws.next().await {
+                match message {
+                    ServerMessage::Close(_) => seen.push("close".to_owned()),
+                    other => seen.push(format!("message {}", other.to_text().unwrap_or(""))),
+                }
+            }
+            let _ = done.send(seen);
+        }
+    });
+    let url = server.url();
+    // A manual clock never advanced: close can only finish through the server's reply, not the timeout.
+    let mut ws =
+        ReconnectingStream::new(move || connect(url.clone())).with_timer(ManualClock::new());
+    smol::block_on(async {
+        ws.send(Message::text("bye")).await.unwrap();
+        ws.close().await.unwrap();
+        assert!(ws.next().await.is_none());
+    });
+    // The server saw the message, then our Close, then the end of the connection.
+    let seen = done_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(seen, ["message bye", "close"]);
+}
+
+// ---- TLS ----------------------------------------------------------------------------------------------------
+
+fn tls_echo_server() -> (
+    server::Server,
+    futures_rustls::rustls::pki_types::CertificateDer<'static>,
+) {
+    use futures_rustls::rustls::{self, pki_types::PrivateKeyDer, pki_types::PrivatePkcs8KeyDer};
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert = certified.cert.der().clone();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        certified.signing_key.serialize_der(),
+    ));
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.clone()], key)
+    .unwrap();
+    let acceptor = futures_rustls::TlsAcceptor::from(Arc::new(config));
+    let server = server::serve(move |tcp, _, _| {
+        let acceptor = acceptor.clone();
+        async move {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let Ok(mut ws) = async_tungstenite::accept_async(tls).await else {
+                return;
+            };
+            while let Some(Ok(message)) = ws.next().await {
+                if message.is_text() && ws.send(message).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    (server, cert)
+}
+
+#[test]
+fn wss_with_a_self_signed_certificate_trusted_through_a_custom_root() {
+    let (server, cert) = tls_echo_server();
+    let url = format!("wss://localhost:{}/", server.addr.port());
+    let connector = WsConnector::builder(url).add_root_certificate(cert).build();
+    let mut ws = ReconnectingStream::new(connector);
+    smol::block_on(async {
+        ws.send(Message::text("over tls")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("over tls"));
+    });
+}
+
+#[test]
+fn wss_with_an_untrusted_certificate_is_fatal_at_once() {
+    let (server, _) = tls_echo_server();
+    let url = format!("wss://localhost:{}/", server.addr.port());
+    let mut ws = ReconnectingStream::new(move || connect(url.clone()));
+    let error = smol::block_on(ws.next()).unwrap().unwrap_err();
+    assert!(error.is_fatal(), "{error:?}");
+    let cause = error
+        .failure()
+        .unwrap()
+        .downcast_ref::<ConnectError>()
+        .unwrap();
+    assert!(cause.is_certificate_error(), "{cause:?}");
+    assert_eq!(server.accepted(), 1, "a certificate error is not retried");
+}
+
+// ---- The connector builder ----------------------------------------------------------------------------------
+
+#[test]
+fn the_header_provider_is_called_per_attempt_and_its_token_used_on_the_next_dial() {
+    let server = server::serve(|tcp, index, log| async move {
+        let Some(mut ws) = server::accept_logging_headers(tcp, &log).await else {
+            return;
+        };
+        // Greet, and drop the first connection at once: forces a reconnect.
+        let _ = ws.send(ServerMessage::text(format!("hello {index}"))).await;
+        if index > 0 {
+            while let Some(Ok(_)) = ws.next().await {}
+        }
+    });
+    let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let tokens = Arc::clone(&counter);
+    let connector = WsConnector::builder(server.url())
+        .header("x-static", "yes")
+        .header_provider(move || {
+            let n = tokens.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut headers = stream_tungstenite::tungstenite::http::HeaderMap::new();
+            headers.insert(
+                "authorization",
+                format!("Bearer token-{n}").parse().unwrap(),
+            );
+            headers
+        })
+        .subprotocol("feed.v2")
+        .build();
+    assert!(
+        !format!("{connector:?}").contains("Bearer"),
+        "Debug must not show credentials"
+    );
+    let mut ws = ReconnectingStream::new(connector).with_retry(ExponentialBackoff::new(
+        Duration::from_millis(1),
+        Duration::from_millis(5),
+    ));
+    smol::block_on(async {
+        for n in 0..2u64 {
+            assert_eq!(
+                ws.next().await.unwrap().unwrap(),
+                Message::text(format!("hello {n}"))
+            );
+            assert_eq!(ws.generation(), n + 1);
+        }
+    });
+    let log = server.log();
+    let auth: Vec<&String> = log
+        .iter()
+        .filter(|l| l.starts_with("header authorization"))
+        .collect();
+    assert_eq!(auth.len(), 2, "{log:?}");
+    assert_eq!(auth[0], "header authorization: Bearer token-0");
+    assert_eq!(auth[1], "header authorization: Bearer token-1");
+    assert_eq!(
+        log.iter().filter(|l| *l == "header x-static: yes").count(),
+        2
+    );
+    assert!(log.contains(&"header sec-websocket-protocol: feed.v2".to_owned()));
+}
+
+#[test]
+fn endpoints_are_rotated_on_failure() {
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("ws://{}/", listener.local_addr().unwrap())
+    };
+    let server = server::echo_server(None);
+    let connector = WsConnector::builder(dead).endpoint(server.url()).build();
+    let (log, observer) = events();
+    let mut ws = ReconnectingStream::new(connector)
+        .with_observer(observer)
+        .with_retry(ExponentialBackoff::new(
+            Duration::from_millis(1),
+            Duration::from_millis(5),
+        ));
+    smol::block_on(async {
+        ws.send(Message::text("hi")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hi"));
+    });
+    let failures = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(e, Event::ConnectFailed { .. }))
+        .count();
+    assert_eq!(failures, 1, "the dead endpoint once, then the live one");
+}
+
+#[test]
+fn the_negotiated_subprotocol_is_readable() {
+    let server = server::serve(|tcp, _, log| async move {
+        let Some(mut ws) = server::accept_logging_headers(tcp, &log).await else {
+            return;
+        };
+        while let Some(Ok(_)) = ws.next().await {}
+    });
+    let connector = WsConnector::builder(server.url())
+        .subprotocol("a.v1")
+        .subprotocol("b.v1")
+        .build();
+    let mut connector2 = connector.clone();
+    let connection = smol::block_on(stream_tungstenite::Connect::connect(&mut connector2)).unwrap();
+    assert_eq!(connection.protocol(), Some("a.v1"));
+}
