@@ -1,1 +1,330 @@
-fn main(){}
+//! What `ReconnectingStream` costs per message over the same connection used bare, in memory.
+//!
+//! Run it with `cargo bench --bench overhead` (add `BENCH_QUICK=1`, or `-- --quick`, for a run of a few
+//! seconds). It measures, for 64-byte messages:
+//!
+//! - **receive**: messages read with `next()`, through the wrapper and bare;
+//! - **send**: messages written with `feed()` and one final `flush()`, through the wrapper and bare;
+//!
+//! over two inner connections:
+//!
+//! - **ws-in-memory**: an async-tungstenite `WebSocketStream` (client role: frames are built and masked) over
+//!   [`MemPipe`], an in-memory byte connection whose reads replay server frames and whose writes are counted;
+//! - **trivial**: `join(stream::repeat(..), sink::drain())`, which does no work at all: the worst case, where
+//!   the wrapper's own bookkeeping is all there is to measure.
+//!
+//! Criterion reports each benchmark on its own. The headline ratios come from a separate loop that interleaves
+//! bare and wrapped runs over the same connections and compares medians, so drift on the machine affects both
+//! sides alike. A ratio is `bare time / wrapped time`, i.e. the wrapper's relative throughput: 1.00 means no
+//! overhead.
+
+use std::convert::Infallible;
+use std::fmt::Debug;
+use std::hint::black_box;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use async_tungstenite::tungstenite::protocol::{Role, WebSocket};
+use async_tungstenite::tungstenite::{Bytes, Message};
+use async_tungstenite::WebSocketStream;
+use criterion::{Criterion, Throughput};
+use futures::executor::block_on;
+use futures::io::{AsyncRead, AsyncWrite};
+use futures::{future, sink, stream, Sink, SinkExt, Stream, StreamExt};
+use stream_tungstenite::retry::NoRetry;
+use stream_tungstenite::{join, BoxError, Connect, ReconnectingStream};
+
+/// Payload size of every message.
+const MESSAGE_LEN: usize = 64;
+/// Messages per timed run in the interleaved ratio loop (below the default queue capacity of 1024, so the
+/// wrapper queues a whole batch and writes it on `flush`, as the bare connection buffers it until `flush`).
+const BATCH: usize = 1000;
+
+fn main() {
+    let arg = |name: &str| std::env::args().any(|arg| arg == name);
+    let quick = arg("--quick") || std::env::var_os("BENCH_QUICK").is_some_and(|v| !v.is_empty() && v != "0");
+    // `cargo bench` passes `--bench`; without it (`cargo test --benches`) everything runs once, as a test.
+    let test_mode = !arg("--bench") || arg("--test");
+
+    let mut criterion = Criterion::default()
+        .warm_up_time(Duration::from_millis(if quick { 200 } else { 1000 }))
+        .measurement_time(Duration::from_millis(if quick { 500 } else { 3000 }))
+        .sample_size(if quick { 10 } else { 50 })
+        .configure_from_args();
+    cases(|label, run| criterion_pair(&mut criterion, label, run));
+    criterion.final_summary();
+
+    // Interleaved samples of BATCH messages each, for the ratios.
+    let samples = match (test_mode, quick) {
+        (true, _) => 3,
+        (false, true) => 101,
+        (false, false) => 1001,
+    };
+    println!(
+        "\noverhead of ReconnectingStream: throughput ratio bare/wrapped (1.00 = no overhead), \
+         medians of {samples} interleaved runs of {BATCH} messages{}",
+        if test_mode {
+            " (test mode: a smoke test, the numbers mean nothing)"
+        } else {
+            ""
+        }
+    );
+    cases(|label, run| ratio(label, samples, run));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The connections
+// ---------------------------------------------------------------------------------------------------------------
+
+/// An in-memory byte connection: reads replay `incoming` (whole frames) forever, writes are accepted and
+/// dropped. Like a socket whose peer is infinitely fast.
+#[derive(Debug)]
+struct MemPipe {
+    incoming: Vec<u8>,
+    pos: usize,
+}
+
+impl AsyncRead for MemPipe {
+    fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        if this.incoming.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let mut filled = 0;
+        while filled < buf.len() {
+            let chunk = &this.incoming[this.pos..];
+            let n = chunk.len().min(buf.len() - filled);
+            buf[filled..filled + n].copy_from_slice(&chunk[..n]);
+            filled += n;
+            this.pos = (this.pos + n) % this.incoming.len();
+        }
+        Poll::Ready(Ok(filled))
+    }
+}
+
+impl AsyncWrite for MemPipe {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Poll::Ready(Ok(black_box(buf).len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// 1024 binary messages of [`MESSAGE_LEN`] bytes as a server sends them (unmasked frames), encoded by
+/// tungstenite itself.
+fn server_frames() -> Vec<u8> {
+    let mut server = WebSocket::from_raw_socket(io::Cursor::new(Vec::new()), Role::Server, None);
+    for i in 0..1024_usize {
+        let payload = vec![i as u8; MESSAGE_LEN];
+        server.send(Message::binary(payload)).expect("writing to memory");
+    }
+    server.get_ref().get_ref().clone()
+}
+
+/// A client-role WebSocket over a [`MemPipe`], as after the handshake.
+fn ws_in_memory() -> WebSocketStream<MemPipe> {
+    let pipe = MemPipe {
+        incoming: server_frames(),
+        pos: 0,
+    };
+    block_on(WebSocketStream::from_raw_socket(pipe, Role::Client, None))
+}
+
+/// The trivial connection: an endless stream of one message, and a sink that drops everything.
+fn trivial() -> impl Stream<Item = Result<Bytes, Infallible>> + Sink<Bytes, Error = Infallible> + Unpin {
+    let message = Bytes::from_static(&[0x5a; MESSAGE_LEN]);
+    join(stream::repeat(message).map(Ok), sink::drain())
+}
+
+/// `conn` behind a `ReconnectingStream`. Its connector hands out `conn` once; with [`NoRetry`], any failure
+/// would end the stream (and the benchmark) instead of hiding in a retry.
+fn wrap<S: Unpin, I: Unpin>(conn: S) -> ReconnectingStream<impl Connect<Connection = S> + Unpin, I> {
+    let mut slot = Some(conn);
+    let connect = move || {
+        future::ready(
+            slot.take()
+                .ok_or_else(|| io::Error::other("the in-memory connection is made once")),
+        )
+    };
+    ReconnectingStream::new(connect).with_retry(NoRetry)
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The measured operations
+// ---------------------------------------------------------------------------------------------------------------
+
+/// Reads `n` messages; returns the time taken.
+fn receive<S, T, E>(conn: &mut S, n: u64) -> Duration
+where
+    S: Stream<Item = Result<T, E>> + Unpin,
+    E: Debug,
+{
+    block_on(async {
+        let start = Instant::now();
+        for _ in 0..n {
+            let item = conn
+                .next()
+                .await
+                .expect("the stream never ends")
+                .expect("no read error");
+            black_box(item);
+        }
+        start.elapsed()
+    })
+}
+
+/// Sends `n` messages made by `make` with `feed`, then `flush`es once; returns the time taken.
+fn send<S, M>(conn: &mut S, n: u64, mut make: impl FnMut() -> M) -> Duration
+where
+    S: Sink<M> + Unpin,
+    S::Error: Debug,
+{
+    block_on(async {
+        let start = Instant::now();
+        for _ in 0..n {
+            conn.feed(make()).await.expect("feed");
+        }
+        conn.flush().await.expect("flush");
+        start.elapsed()
+    })
+}
+
+/// A 64-byte message whose payload is shared with a template: a clone is a reference-count increment.
+fn shared_message() -> impl FnMut() -> Message {
+    let template = Bytes::from(vec![0x5a; MESSAGE_LEN]);
+    let _promote_to_shared = template.clone();
+    move || Message::Binary(template.clone())
+}
+
+/// A 64-byte message freshly allocated for each send, as `Message::binary(vec)` makes it: the wrapper's copy
+/// (kept until the flush completes, to resend on failure) is the payload's first clone, which allocates.
+fn fresh_message() -> impl FnMut() -> Message {
+    || Message::binary(vec![0x5a; MESSAGE_LEN])
+}
+
+/// Which way a case is run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// The connection used directly.
+    Bare,
+    /// The same connection behind a `ReconnectingStream`.
+    Wrapped,
+}
+
+/// Receiving on `conn`: `run(side, n)` reads `n` messages and returns the time taken.
+///
+/// Both sides use the very same connection object (the wrapper holds `&mut conn` and is made afresh for each
+/// run, connected outside the timing), so buffers, memory layout and caches are the same for both.
+fn receive_case<S, I, T, E>(conn: &mut S) -> impl FnMut(Side, u64) -> Duration + '_
+where
+    S: Stream<Item = Result<T, E>> + Sink<I> + Unpin,
+    E: Into<BoxError> + Debug,
+    <S as Sink<I>>::Error: Into<BoxError>,
+    I: Clone + Unpin,
+{
+    move |side, n| match side {
+        Side::Bare => receive(conn, n),
+        Side::Wrapped => {
+            let mut wrapped = wrap::<_, I>(&mut *conn);
+            receive(&mut wrapped, 1); // connects
+            receive(&mut wrapped, n)
+        }
+    }
+}
+
+/// Sending on `conn` messages made by `make`: `run(side, n)` sends `n` messages and returns the time taken.
+///
+/// As in [`receive_case`], both sides use the same connection object. Before the timing, the fresh wrapper
+/// connects and sends one batch, which grows its queue to its working size.
+fn send_case<'a, S, M>(conn: &'a mut S, mut make: impl FnMut() -> M + 'a) -> impl FnMut(Side, u64) -> Duration + 'a
+where
+    S: Sink<M> + Unpin,
+    S::Error: Into<BoxError> + Debug,
+    M: Clone + Unpin,
+{
+    move |side, n| match side {
+        Side::Bare => send(conn, n, &mut make),
+        Side::Wrapped => {
+            let mut wrapped = wrap::<_, M>(&mut *conn);
+            send(&mut wrapped, n.min(BATCH as u64), &mut make); // connects, and sizes the queue
+            send(&mut wrapped, n, &mut make)
+        }
+    }
+}
+
+/// Calls `visit` with each case's label and runner.
+fn cases(mut visit: impl FnMut(&str, &mut dyn FnMut(Side, u64) -> Duration)) {
+    let mut ws = ws_in_memory();
+    visit(
+        "receive ws-in-memory 64B",
+        &mut receive_case::<_, Message, _, _>(&mut ws),
+    );
+
+    let mut ws = ws_in_memory();
+    visit("send ws-in-memory 64B", &mut send_case(&mut ws, shared_message()));
+
+    let mut ws = ws_in_memory();
+    visit("send ws-in-memory 64B fresh", &mut send_case(&mut ws, fresh_message()));
+
+    let mut conn = trivial();
+    visit("receive trivial 64B", &mut receive_case::<_, Bytes, _, _>(&mut conn));
+
+    let mut conn = trivial();
+    let message = Bytes::from_static(&[0x5a; MESSAGE_LEN]);
+    visit("send trivial 64B", &mut send_case(&mut conn, move || message.clone()));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Criterion: each side on its own
+// ---------------------------------------------------------------------------------------------------------------
+
+/// One criterion benchmark per side; an iteration is one message.
+fn criterion_pair(c: &mut Criterion, label: &str, run: &mut dyn FnMut(Side, u64) -> Duration) {
+    let mut group = c.benchmark_group(label);
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("bare", |b| b.iter_custom(|n| run(Side::Bare, n)));
+    group.bench_function("wrapped", |b| b.iter_custom(|n| run(Side::Wrapped, n)));
+    group.finish();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Interleaved ratios
+// ---------------------------------------------------------------------------------------------------------------
+
+/// Times `samples` runs of [`BATCH`] messages on each side, alternating which side goes first, and prints the
+/// ratio of the medians.
+fn ratio(label: &str, samples: usize, run: &mut dyn FnMut(Side, u64) -> Duration) {
+    let batch = BATCH as u64;
+    // Warm up: fill buffers and caches.
+    for _ in 0..samples.min(20) {
+        run(Side::Bare, batch);
+        run(Side::Wrapped, batch);
+    }
+    let (mut bare, mut wrapped) = (Vec::with_capacity(samples), Vec::with_capacity(samples));
+    for i in 0..samples {
+        if i % 2 == 0 {
+            bare.push(run(Side::Bare, batch));
+            wrapped.push(run(Side::Wrapped, batch));
+        } else {
+            wrapped.push(run(Side::Wrapped, batch));
+            bare.push(run(Side::Bare, batch));
+        }
+    }
+    let median_per_message = |times: &mut Vec<Duration>| {
+        times.sort_unstable();
+        times[times.len() / 2].as_secs_f64() * 1e9 / BATCH as f64
+    };
+    let (bare_ns, wrapped_ns) = (median_per_message(&mut bare), median_per_message(&mut wrapped));
+    println!(
+        "ratio {label}: {:.2} (bare {bare_ns:.1} ns/msg, wrapped {wrapped_ns:.1} ns/msg)",
+        bare_ns / wrapped_ns
+    );
+}

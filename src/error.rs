@@ -62,9 +62,7 @@ impl Failure {
     /// The underlying error from the connector, stream or sink, if there is one.
     pub fn source_error(&self) -> Option<&(dyn StdError + Send + Sync + 'static)> {
         match self {
-            Self::Connect { source, .. }
-            | Self::Read { source, .. }
-            | Self::Write { source, .. } => Some(&**source),
+            Self::Connect { source, .. } | Self::Read { source, .. } | Self::Write { source, .. } => Some(&**source),
             Self::ConnectTimeout { .. } | Self::Ended { .. } => None,
         }
     }
@@ -98,9 +96,9 @@ impl Failure {
     /// The generation of the connection that was lost, or `None` for a failed connect attempt.
     pub fn generation(&self) -> Option<u64> {
         match self {
-            Self::Read { generation, .. }
-            | Self::Write { generation, .. }
-            | Self::Ended { generation } => Some(*generation),
+            Self::Read { generation, .. } | Self::Write { generation, .. } | Self::Ended { generation } => {
+                Some(*generation)
+            }
             Self::Connect { .. } | Self::ConnectTimeout { .. } => None,
         }
     }
@@ -184,9 +182,7 @@ impl Error {
     /// How many accepted messages were not delivered when the stream ended.
     pub fn unsent(&self) -> usize {
         match self {
-            Self::GaveUp { unsent, .. } | Self::Fatal { unsent, .. } | Self::Closed { unsent } => {
-                *unsent
-            }
+            Self::GaveUp { unsent, .. } | Self::Fatal { unsent, .. } | Self::Closed { unsent } => *unsent,
         }
     }
 

@@ -8,8 +8,8 @@ use crate::Failure;
 /// A transition of a [`ReconnectingStream`](crate::ReconnectingStream), delivered to every [`Observer`].
 ///
 /// In order, a connection's life reads: `Connecting`, `Connected`, `Disconnected`, `RetryScheduled`,
-/// `Connecting`, … until `GaveUp` or `Closed`. A failed attempt reads `Connecting`, `ConnectFailed`,
-/// `RetryScheduled`.
+/// `Connecting`, … until `GaveUp` or `Closed`. A failed attempt reads `Connecting`, `ConnectFailed` (or
+/// `HandshakeFailed`), `RetryScheduled`.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Event {
@@ -28,6 +28,13 @@ pub enum Event {
     /// A connection attempt failed.
     ConnectFailed {
         /// Why (carries the attempt number).
+        failure: Failure,
+    },
+    /// A connection was made but a handshake layer failed on it; the attempt counts as failed.
+    HandshakeFailed {
+        /// The attempt.
+        attempt: u32,
+        /// Why (its error is a [`HandshakeError`](crate::handshake::HandshakeError)).
         failure: Failure,
     },
     /// An established connection was lost.

@@ -44,7 +44,10 @@ mod classify;
 mod connect;
 mod error;
 mod event;
+pub mod extension;
+pub mod handshake;
 mod join;
+pub mod layer;
 mod reconnect;
 pub mod retry;
 pub mod time;
@@ -59,6 +62,5 @@ pub use crate::error::{BoxError, Error, Failure};
 pub use crate::event::{ConnectionState, Event, Observer};
 pub use crate::join::{join, Join};
 pub use crate::reconnect::{
-    ReconnectingStream, DEFAULT_CLOSE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_QUEUE_CAPACITY,
-    DEFAULT_STABLE_AFTER,
+    ReconnectingStream, DEFAULT_CLOSE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_QUEUE_CAPACITY, DEFAULT_STABLE_AFTER,
 };

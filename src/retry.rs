@@ -491,9 +491,7 @@ impl RetryPolicy for FixedDelay {
     /// or time budget is exhausted.
     fn next_delay(&mut self, ctx: &RetryContext) -> Option<Duration> {
         let budget = self.budget;
-        budget.admit(ctx, || {
-            self.jitter.apply(self.delay, self.delay, self.delay)
-        })
+        budget.admit(ctx, || self.jitter.apply(self.delay, self.delay, self.delay))
     }
 
     fn reset(&mut self) {
@@ -628,10 +626,7 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    fn delays(
-        policy: &mut impl RetryPolicy,
-        failures: std::ops::RangeInclusive<u32>,
-    ) -> Vec<Option<Duration>> {
+    fn delays(policy: &mut impl RetryPolicy, failures: std::ops::RangeInclusive<u32>) -> Vec<Option<Duration>> {
         failures.map(|n| policy.next_delay(&ctx(n))).collect()
     }
 
@@ -661,8 +656,7 @@ mod tests {
             .jitter(Jitter::None);
         assert_eq!(
             delays(&mut p, 1..=7),
-            [100_000, 150_000, 225_000, 337_500, 506_250, 759_375, 1_000_000]
-                .map(|us| Some(Duration::from_micros(us)))
+            [100_000, 150_000, 225_000, 337_500, 506_250, 759_375, 1_000_000].map(|us| Some(Duration::from_micros(us)))
         );
     }
 
@@ -672,47 +666,30 @@ mod tests {
             let mut p = ExponentialBackoff::new(ms(100), ms(1000))
                 .factor(factor)
                 .jitter(Jitter::None);
-            assert_eq!(
-                delays(&mut p, 1..=4),
-                vec![Some(ms(100)); 4],
-                "factor {factor}"
-            );
-            assert_eq!(
-                p.next_delay(&ctx(u32::MAX)),
-                Some(ms(100)),
-                "factor {factor}"
-            );
+            assert_eq!(delays(&mut p, 1..=4), vec![Some(ms(100)); 4], "factor {factor}");
+            assert_eq!(p.next_delay(&ctx(u32::MAX)), Some(ms(100)), "factor {factor}");
         }
         let mut p = ExponentialBackoff::new(ms(100), ms(1000))
             .factor(f64::INFINITY)
             .jitter(Jitter::None);
-        assert_eq!(
-            delays(&mut p, 1..=3),
-            [Some(ms(100)), Some(ms(1000)), Some(ms(1000))]
-        );
+        assert_eq!(delays(&mut p, 1..=3), [Some(ms(100)), Some(ms(1000)), Some(ms(1000))]);
         let mut p = ExponentialBackoff::new(ms(100), ms(1000))
             .factor(f64::MAX)
             .jitter(Jitter::None);
-        assert_eq!(
-            delays(&mut p, 1..=3),
-            [Some(ms(100)), Some(ms(1000)), Some(ms(1000))]
-        );
+        assert_eq!(delays(&mut p, 1..=3), [Some(ms(100)), Some(ms(1000)), Some(ms(1000))]);
     }
 
     #[test]
     fn initial_above_max_is_capped_at_max() {
         for jitter in [Jitter::None, Jitter::Decorrelated] {
-            let mut p = ExponentialBackoff::new(ms(5000), ms(1000))
-                .jitter(jitter)
-                .seed(1);
+            let mut p = ExponentialBackoff::new(ms(5000), ms(1000)).jitter(jitter).seed(1);
             assert_eq!(delays(&mut p, 1..=4), vec![Some(ms(1000)); 4], "{jitter:?}");
         }
     }
 
     #[test]
     fn huge_values_saturate_at_max() {
-        let mut p =
-            ExponentialBackoff::new(Duration::from_secs(1), Duration::MAX).jitter(Jitter::None);
+        let mut p = ExponentialBackoff::new(Duration::from_secs(1), Duration::MAX).jitter(Jitter::None);
         assert_eq!(p.next_delay(&ctx(1)), Some(Duration::from_secs(1)));
         assert_eq!(p.next_delay(&ctx(11)), Some(Duration::from_secs(1024)));
         assert_eq!(p.next_delay(&ctx(u32::MAX)), Some(Duration::MAX));
@@ -733,21 +710,12 @@ mod tests {
 
     #[test]
     fn zero_initial_delay_with_every_jitter_is_zero() {
-        for jitter in [
-            Jitter::None,
-            Jitter::Full,
-            Jitter::Equal,
-            Jitter::Decorrelated,
-        ] {
+        for jitter in [Jitter::None, Jitter::Full, Jitter::Equal, Jitter::Decorrelated] {
             let mut p = ExponentialBackoff::new(Duration::ZERO, ms(1000))
                 .factor(f64::INFINITY)
                 .jitter(jitter)
                 .seed(9);
-            assert_eq!(
-                delays(&mut p, 1..=5),
-                vec![Some(Duration::ZERO); 5],
-                "{jitter:?}"
-            );
+            assert_eq!(delays(&mut p, 1..=5), vec![Some(Duration::ZERO); 5], "{jitter:?}");
             assert_eq!(p.next_delay(&ctx(u32::MAX)), Some(Duration::ZERO));
         }
         let mut p = ExponentialBackoff::new(ms(100), Duration::ZERO).jitter(Jitter::Full);
@@ -844,10 +812,7 @@ mod tests {
         let mut p = ExponentialBackoff::new(ms(100), ms(1000))
             .jitter(Jitter::None)
             .max_attempts(3);
-        assert_eq!(
-            delays(&mut p, 1..=5),
-            [Some(ms(100)), Some(ms(200)), None, None, None]
-        );
+        assert_eq!(delays(&mut p, 1..=5), [Some(ms(100)), Some(ms(200)), None, None, None]);
         assert_eq!(p.next_delay(&ctx(u32::MAX)), None);
 
         for attempts in [0, 1] {
@@ -857,10 +822,7 @@ mod tests {
         let mut p = ExponentialBackoff::default()
             .jitter(Jitter::None)
             .max_attempts(u32::MAX);
-        assert_eq!(
-            p.next_delay(&ctx(u32::MAX - 1)),
-            Some(Duration::from_secs(30))
-        );
+        assert_eq!(p.next_delay(&ctx(u32::MAX - 1)), Some(Duration::from_secs(30)));
         assert_eq!(p.next_delay(&ctx(u32::MAX)), None);
     }
 
@@ -869,14 +831,8 @@ mod tests {
         let mut p = ExponentialBackoff::new(ms(100), ms(1000))
             .jitter(Jitter::None)
             .max_elapsed(ms(1000));
-        let at = |p: &mut ExponentialBackoff, failures, elapsed| {
-            p.next_delay(&RetryContext::new(failures, elapsed))
-        };
-        assert_eq!(
-            at(&mut p, 1, ms(900)),
-            Some(ms(100)),
-            "ending exactly at the budget"
-        );
+        let at = |p: &mut ExponentialBackoff, failures, elapsed| p.next_delay(&RetryContext::new(failures, elapsed));
+        assert_eq!(at(&mut p, 1, ms(900)), Some(ms(100)), "ending exactly at the budget");
         assert_eq!(at(&mut p, 1, ms(900) + Duration::from_nanos(1)), None);
         assert_eq!(at(&mut p, 2, ms(800)), Some(ms(200)));
         assert_eq!(at(&mut p, 2, ms(801)), None);
@@ -932,9 +888,7 @@ mod tests {
         p.reset();
         assert_eq!(p.next_delay(&ctx(1)), Some(ms(250)));
 
-        let mut p = FixedDelay::new(ms(250))
-            .jitter(Jitter::Decorrelated)
-            .seed(1);
+        let mut p = FixedDelay::new(ms(250)).jitter(Jitter::Decorrelated).seed(1);
         assert_eq!(delays(&mut p, 1..=5), vec![Some(ms(250)); 5]);
     }
 
@@ -979,10 +933,7 @@ mod tests {
     fn no_retry_gives_up() {
         let mut p = NoRetry::new();
         assert_eq!(p.next_delay(&ctx(1)), None);
-        assert_eq!(
-            p.next_delay(&RetryContext::new(u32::MAX, Duration::MAX)),
-            None
-        );
+        assert_eq!(p.next_delay(&RetryContext::new(u32::MAX, Duration::MAX)), None);
         const _CONST: NoRetry = NoRetry::new();
         assert_eq!(NoRetry.next_delay(&ctx(1)), None);
     }
@@ -1023,13 +974,7 @@ mod tests {
         let got: Vec<_> = policies.iter_mut().map(|p| p.next_delay(&ctx(3))).collect();
         assert_eq!(
             got,
-            [
-                None,
-                Some(Duration::ZERO),
-                Some(ms(5)),
-                Some(ms(20)),
-                Some(ms(3))
-            ]
+            [None, Some(Duration::ZERO), Some(ms(5)), Some(ms(20)), Some(ms(3))]
         );
         fn assert_send<T: Send>(_: &T) {}
         assert_send(&policies);
@@ -1064,12 +1009,7 @@ mod tests {
             Duration::from_secs(60),
             Jitter::Full,
         );
-        check(
-            ExponentialBackoff::new(ms(1), ms(2)),
-            ms(1),
-            ms(2),
-            Jitter::Equal,
-        );
+        check(ExponentialBackoff::new(ms(1), ms(2)), ms(1), ms(2), Jitter::Equal);
         assert_eq!(FixedDelay::new(ms(1)).jitter.mode, Jitter::None);
         assert_eq!(FixedDelay::new(ms(1)).budget, Budget::default());
     }
@@ -1112,12 +1052,7 @@ mod tests {
     }
 
     fn any_failures() -> impl Strategy<Value = u32> {
-        prop_oneof![
-            1u32..=64,
-            Just(u32::MAX),
-            Just(u32::MAX - 3),
-            1u32..=u32::MAX
-        ]
+        prop_oneof![1u32..=64, Just(u32::MAX), Just(u32::MAX - 3), 1u32..=u32::MAX]
     }
 
     proptest! {

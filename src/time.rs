@@ -118,9 +118,7 @@ impl ManualClock {
     }
 
     fn lock(&self) -> MutexGuard<'_, ClockInner> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -201,9 +199,6 @@ mod tests {
         clock.advance(Duration::MAX);
         let mut sleep = clock.sleep_until(clock.now());
         let (waker, _) = new_count_waker();
-        assert!(sleep
-            .as_mut()
-            .poll(&mut Context::from_waker(&waker))
-            .is_ready());
+        assert!(sleep.as_mut().poll(&mut Context::from_waker(&waker)).is_ready());
     }
 }

@@ -17,6 +17,7 @@ use super::ReconnectingStream;
 use crate::classify::{Classification, Classify};
 use crate::error::{share, BoxError, Error, Failure};
 use crate::event::{ConnectionState, Event, Observers};
+use crate::handshake::HandshakeError;
 use crate::retry::{RetryContext, RetryPolicy};
 use crate::time::{Sleep, Timer};
 use crate::Connect;
@@ -123,9 +124,18 @@ impl<I> Core<I> {
 
     fn on_connect_failed<F, S>(&mut self, failure: Failure) -> State<F, S> {
         debug!(%failure, "connect attempt failed");
-        self.emit(Event::ConnectFailed {
-            failure: failure.clone(),
-        });
+        let event = match &failure {
+            Failure::Connect { attempt, .. } if failure.downcast_ref::<HandshakeError>().is_some() => {
+                Event::HandshakeFailed {
+                    attempt: *attempt,
+                    failure: failure.clone(),
+                }
+            }
+            _ => Event::ConnectFailed {
+                failure: failure.clone(),
+            },
+        };
+        self.emit(event);
         self.after_failure(failure)
     }
 
@@ -168,10 +178,7 @@ impl<I> Core<I> {
         let now = self.timer.now();
         self.failures = self.failures.saturating_add(1);
         let elapsed = now.saturating_duration_since(*self.streak_start.get_or_insert(now));
-        let Some(delay) = self
-            .policy
-            .next_delay(&RetryContext::new(self.failures, elapsed))
-        else {
+        let Some(delay) = self.policy.next_delay(&RetryContext::new(self.failures, elapsed)) else {
             return self.terminate(failure, false);
         };
         let delay = delay.max(at_least);
@@ -207,10 +214,7 @@ impl<I> Core<I> {
             reason: failure.clone(),
         });
         self.terminal = Some(if fatal {
-            Error::Fatal {
-                unsent,
-                cause: failure,
-            }
+            Error::Fatal { unsent, cause: failure }
         } else {
             Error::GaveUp {
                 attempts: self.failures,
@@ -253,11 +257,7 @@ impl<I> Core<I> {
     }
 
     /// Writes the queue to `conn` and flushes it. `Ready(Ok)` once everything accepted so far is flushed.
-    pub(crate) fn poll_write<S>(
-        &mut self,
-        mut conn: Pin<&mut S>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<(), Failure>>
+    pub(crate) fn poll_write<S>(&mut self, mut conn: Pin<&mut S>, cx: &mut Context<'_>) -> Poll<Result<(), Failure>>
     where
         S: Sink<I>,
         S::Error: Into<BoxError>,
@@ -321,11 +321,7 @@ where
     ///
     /// `Pending` only when the connect future or the backoff sleep is pending; both are polled with the combined
     /// waker, after `side`'s waker has been registered, so neither half steals the other's wake-up.
-    pub(crate) fn poll_connection(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        side: Side,
-    ) -> Poll<Link> {
+    pub(crate) fn poll_connection(self: Pin<&mut Self>, cx: &mut Context<'_>, side: Side) -> Poll<Link> {
         let mut this = self.project();
         let core = this.core;
         // state       | event                    | next
@@ -346,31 +342,25 @@ where
                     this.state.set(next);
                 }
                 // An attempt in progress: wait for it or its timeout.
-                StateProj::Connecting {
-                    fut,
-                    timeout,
-                    attempt,
-                } => {
+                StateProj::Connecting { fut, timeout, attempt } => {
                     let attempt = *attempt;
                     core.wakers.register(side, cx.waker());
                     let mut shared_cx = Context::from_waker(&core.combined);
                     let outcome = match fut.as_mut().poll(&mut shared_cx) {
                         Poll::Ready(outcome) => outcome,
-                        Poll::Pending => {
-                            match timeout.as_mut().map(|t| t.as_mut().poll(&mut shared_cx)) {
-                                Some(Poll::Ready(())) => {
-                                    trace!("connecting -> timed out");
-                                    let failure = Failure::ConnectTimeout {
-                                        attempt,
-                                        after: core.connect_timeout.unwrap_or_default(),
-                                    };
-                                    let next = core.on_connect_failed(failure);
-                                    this.state.set(next);
-                                    continue;
-                                }
-                                Some(Poll::Pending) | None => return Poll::Pending,
+                        Poll::Pending => match timeout.as_mut().map(|t| t.as_mut().poll(&mut shared_cx)) {
+                            Some(Poll::Ready(())) => {
+                                trace!("connecting -> timed out");
+                                let failure = Failure::ConnectTimeout {
+                                    attempt,
+                                    after: core.connect_timeout.unwrap_or_default(),
+                                };
+                                let next = core.on_connect_failed(failure);
+                                this.state.set(next);
+                                continue;
                             }
-                        }
+                            Some(Poll::Pending) | None => return Poll::Pending,
+                        },
                     };
                     match outcome {
                         Ok(conn) => {
@@ -393,10 +383,7 @@ where
                 // Waiting before the next attempt.
                 StateProj::Backoff { sleep, .. } => {
                     core.wakers.register(side, cx.waker());
-                    match sleep
-                        .as_mut()
-                        .poll(&mut Context::from_waker(&core.combined))
-                    {
+                    match sleep.as_mut().poll(&mut Context::from_waker(&core.combined)) {
                         Poll::Ready(()) => {
                             trace!("backoff -> connecting");
                             let next = core.start_attempt(this.connector);
@@ -426,10 +413,7 @@ where
     /// Writes and flushes the queue on the current connection, reconnecting as needed.
     ///
     /// `Ready(Ok)` once nothing is outstanding, `Ready(Err)` once the stream has ended.
-    pub(crate) fn poll_flush_queue(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<(), Error>>
+    pub(crate) fn poll_flush_queue(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>>
     where
         C::Connection: Sink<I>,
         <C::Connection as Sink<I>>::Error: Into<BoxError>,
@@ -455,10 +439,7 @@ where
     }
 
     /// Reads the next item, reconnecting as needed; on the way, writes anything outstanding.
-    pub(crate) fn poll_read<T, SE>(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<T, Error>>>
+    pub(crate) fn poll_read<T, SE>(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<T, Error>>>
     where
         C::Connection: Stream<Item = Result<T, SE>> + Sink<I>,
         SE: Into<BoxError>,
@@ -479,9 +460,7 @@ where
                 // combined waker keeps the write half's wake-ups intact.
                 core.wakers.register(Side::Read, cx.waker());
                 let combined = core.combined.clone();
-                if let Poll::Ready(Err(failure)) =
-                    core.poll_write(conn.as_mut(), &mut Context::from_waker(&combined))
-                {
+                if let Poll::Ready(Err(failure)) = core.poll_write(conn.as_mut(), &mut Context::from_waker(&combined)) {
                     self.as_mut().fail_connection(failure, Side::Read);
                     continue;
                 }
@@ -504,10 +483,7 @@ where
     }
 
     /// Closes: flushes the queue on the current connection (no reconnect), closes it, ends the stream.
-    pub(crate) fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<(), Error>>
+    pub(crate) fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>>
     where
         C::Connection: Sink<I>,
         <C::Connection as Sink<I>>::Error: Into<BoxError>,

@@ -44,11 +44,7 @@ impl WakerSlots {
 
     /// Wakes the task polling `side`, if one is waiting.
     pub(crate) fn wake(&self, side: Side) {
-        let waker = self
-            .slot(side)
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let waker = self.slot(side).lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(waker) = waker {
             waker.wake();
         }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use async_tungstenite::tungstenite;
 
 use super::error::{status_is_retryable, ConnectError, ConnectionError};
+use crate::handshake::HandshakeError;
 use crate::{Classification, Failure};
 
 /// Close codes after which reconnecting cannot help: protocol or policy faults (1002 protocol error,
@@ -19,16 +20,23 @@ pub const FATAL_CLOSE_CODES: [u16; 7] = [1002, 1003, 1007, 1008, 1009, 1010, 101
 ///   rules apply to a bare `tungstenite::Error` from a hand-written connector.
 /// - Connection: a server Close with a code in [`FATAL_CLOSE_CODES`] is fatal; every other code (1000,
 ///   1001, 1006, 1011, 1012, 1013, 4xxx, ...), I/O errors and resets reconnect with backoff.
+/// - Handshakes: a rejection (or a server Close with a fatal code during the handshake) is fatal;
+///   timeouts and lost connections retry.
 /// - Anything else (unknown error types, a stream that ended) retries.
 pub fn classify(failure: &Failure) -> Classification {
     if let Some(error) = failure.downcast_ref::<ConnectError>() {
         return classify_connect(error);
     }
+    if let Some(error) = failure.downcast_ref::<HandshakeError>() {
+        return if error.is_fatal() {
+            Classification::Fatal
+        } else {
+            Classification::Retry
+        };
+    }
     if let Some(error) = failure.downcast_ref::<ConnectionError>() {
         return match error {
-            ConnectionError::Closed { code, .. } if FATAL_CLOSE_CODES.contains(code) => {
-                Classification::Fatal
-            }
+            ConnectionError::Closed { code, .. } if FATAL_CLOSE_CODES.contains(code) => Classification::Fatal,
             _ => Classification::Retry,
         };
     }

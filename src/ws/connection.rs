@@ -82,9 +82,7 @@ impl Stream for WsConnection {
                 Some(Ok(message)) => return Poll::Ready(Some(Ok(message))),
                 Some(Err(error)) => {
                     this.ended = true;
-                    let error = this
-                        .closed_error()
-                        .unwrap_or(ConnectionError::Protocol(error));
+                    let error = this.closed_error().unwrap_or(ConnectionError::Protocol(error));
                     return Poll::Ready(Some(Err(error)));
                 }
                 None => {
@@ -100,21 +98,15 @@ impl Sink<Message> for WsConnection {
     type Error = ConnectionError;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ConnectionError>> {
-        Pin::new(&mut self.get_mut().inner)
-            .poll_ready(cx)
-            .map_err(Into::into)
+        Pin::new(&mut self.get_mut().inner).poll_ready(cx).map_err(Into::into)
     }
 
     fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), ConnectionError> {
-        Pin::new(&mut self.get_mut().inner)
-            .start_send(item)
-            .map_err(Into::into)
+        Pin::new(&mut self.get_mut().inner).start_send(item).map_err(Into::into)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ConnectionError>> {
-        Pin::new(&mut self.get_mut().inner)
-            .poll_flush(cx)
-            .map_err(Into::into)
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx).map_err(Into::into)
     }
 
     /// Sends a Close frame, then waits for the server's Close or the end of the connection.

@@ -62,12 +62,10 @@ where
 }
 
 fn into_request<R: IntoClientRequest>(request: R) -> Result<Request, ConnectError> {
-    request
-        .into_client_request()
-        .map_err(|error| ConnectError::InvalidUrl {
-            url: String::new(),
-            reason: error.to_string(),
-        })
+    request.into_client_request().map_err(|error| ConnectError::InvalidUrl {
+        url: String::new(),
+        reason: error.to_string(),
+    })
 }
 
 /// Everything a dial needs besides the request.
@@ -128,10 +126,9 @@ async fn dial_inner(request: Request, settings: &Settings) -> Result<WsConnectio
     } else {
         MaybeTlsStream::Plain(tcp)
     };
-    let (ws, response) =
-        async_tungstenite::client_async_with_config(request, stream, Some(settings.ws_config))
-            .await
-            .map_err(ConnectError::from_handshake)?;
+    let (ws, response) = async_tungstenite::client_async_with_config(request, stream, Some(settings.ws_config))
+        .await
+        .map_err(ConnectError::from_handshake)?;
     let protocol = response
         .headers()
         .get("sec-websocket-protocol")
@@ -205,9 +202,7 @@ impl WsConnector {
     }
 
     /// Starts building a connector that asks `provider` for the URL on every attempt.
-    pub fn builder_with_url_provider(
-        provider: impl Fn() -> String + Send + Sync + 'static,
-    ) -> WsConnectorBuilder {
+    pub fn builder_with_url_provider(provider: impl Fn() -> String + Send + Sync + 'static) -> WsConnectorBuilder {
         let mut builder = Self::builder(String::new());
         builder.connector.urls = Urls::Provider(Arc::new(provider));
         builder
@@ -226,13 +221,13 @@ impl WsConnector {
 
     fn request(&self) -> Result<Request, ConnectError> {
         let url = self.next_url();
-        let mut request =
-            url.as_str()
-                .into_client_request()
-                .map_err(|error| ConnectError::InvalidUrl {
-                    url: url.clone(),
-                    reason: error.to_string(),
-                })?;
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|error| ConnectError::InvalidUrl {
+                url: url.clone(),
+                reason: error.to_string(),
+            })?;
         let headers = request.headers_mut();
         for (name, value) in &self.headers {
             headers.insert(name, value.clone());
@@ -324,10 +319,7 @@ impl WsConnectorBuilder {
     ///
     /// Never: an invalid name or value is logged and skipped.
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        match (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
+        match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
             (Ok(name), Ok(value)) => {
                 self.connector.headers.insert(name, value);
             }
@@ -338,10 +330,7 @@ impl WsConnectorBuilder {
 
     /// Sets a provider called on every attempt for extra headers, so a refreshed token is used on the next
     /// dial. Its headers replace static ones of the same name.
-    pub fn header_provider(
-        mut self,
-        provider: impl Fn() -> HeaderMap + Send + Sync + 'static,
-    ) -> Self {
+    pub fn header_provider(mut self, provider: impl Fn() -> HeaderMap + Send + Sync + 'static) -> Self {
         self.connector.header_provider = Some(Arc::new(provider));
         self
     }

@@ -142,10 +142,7 @@ pub(crate) fn status_is_retryable(status: u16) -> bool {
 
 fn is_certificate_error(error: &io::Error) -> bool {
     use futures_rustls::rustls;
-    match error
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    {
+    match error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
         Some(rustls::Error::InvalidCertificate(_)) => true,
         Some(rustls::Error::AlertReceived(alert)) => matches!(
             alert,
@@ -182,16 +179,10 @@ impl ConnectionError {
         use tungstenite::error::{CapacityError, ProtocolError};
         match self {
             Self::Closed { code, .. } => Some(*code),
-            Self::Protocol(tungstenite::Error::Protocol(
-                ProtocolError::ResetWithoutClosingHandshake,
-            ))
+            Self::Protocol(tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake))
             | Self::Protocol(tungstenite::Error::Io(_))
-            | Self::Protocol(
-                tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed,
-            ) => Some(1006),
-            Self::Protocol(tungstenite::Error::Capacity(CapacityError::MessageTooLong {
-                ..
-            })) => Some(1009),
+            | Self::Protocol(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => Some(1006),
+            Self::Protocol(tungstenite::Error::Capacity(CapacityError::MessageTooLong { .. })) => Some(1009),
             Self::Protocol(tungstenite::Error::Protocol(_)) => Some(1002),
             Self::Protocol(tungstenite::Error::Utf8(_)) => Some(1007),
             Self::Protocol(_) => None,

@@ -35,11 +35,7 @@ impl MaybeTlsStream {
 }
 
 impl AsyncRead for MaybeTlsStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -48,11 +44,7 @@ impl AsyncRead for MaybeTlsStream {
 }
 
 impl AsyncWrite for MaybeTlsStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
@@ -94,9 +86,7 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    pub(crate) fn from_uri(
-        uri: &async_tungstenite::tungstenite::http::Uri,
-    ) -> Result<Self, ConnectError> {
+    pub(crate) fn from_uri(uri: &async_tungstenite::tungstenite::http::Uri) -> Result<Self, ConnectError> {
         let invalid = |reason: &str| ConnectError::InvalidUrl {
             url: uri.to_string(),
             reason: reason.to_owned(),
@@ -107,14 +97,8 @@ impl Target {
             Some(_) => return Err(invalid("the scheme must be ws or wss")),
             None => return Err(invalid("no scheme")),
         };
-        let host = uri
-            .host()
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| invalid("no host"))?;
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
+        let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(|| invalid("no host"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         Ok(Self { host, port, tls })
     }
@@ -129,10 +113,7 @@ pub(crate) struct TcpOptions {
 
 /// Resolves `target` without blocking the executor (a blocking lookup runs on async-net's thread pool) and
 /// connects to each address in turn.
-pub(crate) async fn dial_tcp(
-    target: &Target,
-    options: TcpOptions,
-) -> Result<Async<TcpStream>, ConnectError> {
+pub(crate) async fn dial_tcp(target: &Target, options: TcpOptions) -> Result<Async<TcpStream>, ConnectError> {
     let addrs: Vec<SocketAddr> = match target.host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, target.port)],
         Err(_) => async_net::resolve((target.host.as_str(), target.port))
@@ -165,9 +146,7 @@ fn configure(tcp: &Async<TcpStream>, options: TcpOptions) {
         trace!(%error, "setting TCP_NODELAY failed");
     }
     if let Some(time) = options.keepalive {
-        let keepalive = socket2::TcpKeepalive::new()
-            .with_time(time)
-            .with_interval(time);
+        let keepalive = socket2::TcpKeepalive::new().with_time(time).with_interval(time);
         if let Err(error) = socket.set_tcp_keepalive(&keepalive) {
             trace!(%error, "setting TCP keepalive failed");
         }
@@ -225,7 +204,5 @@ pub(crate) fn default_roots() -> RootCertStore {
 /// The default client configuration, built once.
 pub(crate) fn default_client_config() -> Result<Arc<ClientConfig>, rustls::Error> {
     static CONFIG: OnceLock<Result<Arc<ClientConfig>, rustls::Error>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| client_config(default_roots()))
-        .clone()
+    CONFIG.get_or_init(|| client_config(default_roots())).clone()
 }

@@ -14,9 +14,7 @@ use futures::{Sink, SinkExt, Stream, StreamExt};
 use futures_test::task::{new_count_waker, AwokenCount};
 use stream_tungstenite::retry::{ExponentialBackoff, Jitter, NoRetry};
 use stream_tungstenite::time::ManualClock;
-use stream_tungstenite::{
-    Classification, ConnectionState, Error, Event, Failure, ReconnectingStream,
-};
+use stream_tungstenite::{Classification, ConnectionState, Error, Event, Failure, ReconnectingStream};
 use support::{Inbound, Outcome, Plan, Recorder, Script};
 
 type Conn = ReconnectingStream<Script, u32>;
@@ -45,9 +43,7 @@ impl Harness {
         let stream = ReconnectingStream::new(script.clone())
             .with_timer(clock.clone())
             .with_observer(events.observer())
-            .with_retry(
-                ExponentialBackoff::new(100 * MS, Duration::from_secs(10)).jitter(Jitter::None),
-            )
+            .with_retry(ExponentialBackoff::new(100 * MS, Duration::from_secs(10)).jitter(Jitter::None))
             .with_stable_after(Duration::from_secs(5));
         let (waker, wakes) = new_count_waker();
         Self {
@@ -75,10 +71,7 @@ impl Harness {
     }
 
     fn feed(&mut self, item: u32) {
-        assert!(
-            matches!(self.ready(), Poll::Ready(Ok(()))),
-            "queue unexpectedly full"
-        );
+        assert!(matches!(self.ready(), Poll::Ready(Ok(()))), "queue unexpectedly full");
         Pin::new(&mut self.stream).start_send(item).unwrap();
     }
 
@@ -102,8 +95,7 @@ impl Harness {
 }
 
 fn refused_then_healthy(refusals: usize) -> Script {
-    Script::new(std::iter::repeat(Outcome::Refuse).take(refusals))
-        .then_always(Outcome::Open(Plan::healthy()))
+    Script::new(std::iter::repeat(Outcome::Refuse).take(refusals)).then_always(Outcome::Open(Plan::healthy()))
 }
 
 // ---- 1. Lazy ------------------------------------------------------------------------------------------------
@@ -120,11 +112,7 @@ fn c1_nothing_connects_until_first_poll() {
             "ready" => assert!(h.ready().is_ready()),
             _ => assert!(h.flush().is_ready()),
         }
-        assert_eq!(
-            h.script.attempts(),
-            1,
-            "first poll of {first_poll} dials once"
-        );
+        assert_eq!(h.script.attempts(), 1, "first poll of {first_poll} dials once");
     }
 }
 
@@ -150,16 +138,8 @@ fn c2_transient_failures_are_events_not_items() {
     assert!(h.next().is_pending());
     assert_eq!(h.stream.generation(), 2);
     let names = h.events.names();
-    assert_eq!(
-        names.iter().filter(|n| **n == "disconnected").count(),
-        2,
-        "{names:?}"
-    );
-    assert_eq!(
-        names.iter().filter(|n| **n == "connect-failed").count(),
-        1,
-        "{names:?}"
-    );
+    assert_eq!(names.iter().filter(|n| **n == "disconnected").count(), 2, "{names:?}");
+    assert_eq!(names.iter().filter(|n| **n == "connect-failed").count(), 1, "{names:?}");
 }
 
 #[test]
@@ -339,11 +319,7 @@ fn c4_full_queue_is_backpressure_that_keeps_driving_the_reconnection() {
     assert!(h.ready().is_pending());
     assert_eq!(h.wakes.get(), 0, "no self-wake while waiting");
     h.advance(100 * MS);
-    assert_eq!(
-        h.wakes.get(),
-        1,
-        "the backoff timer wakes the blocked sender"
-    );
+    assert_eq!(h.wakes.get(), 1, "the backoff timer wakes the blocked sender");
     assert!(
         matches!(h.ready(), Poll::Ready(Ok(()))),
         "reconnected and flushed by poll_ready"
@@ -381,9 +357,7 @@ fn c5_each_connection_has_the_next_generation_in_events_and_state() {
         Outcome::Open(Plan::ends_after(vec![20])),
     ])
     .then_always(Outcome::Open(Plan::ends_after(vec![30])));
-    let mut h = Harness::with(script, |s| {
-        s.with_retry(stream_tungstenite::retry::Immediate::new())
-    });
+    let mut h = Harness::with(script, |s| s.with_retry(stream_tungstenite::retry::Immediate::new()));
     let mut items = Vec::new();
     for _ in 0..3 {
         let Poll::Ready(Some(Ok(item))) = h.next() else {
@@ -425,9 +399,7 @@ fn c5_sends_keep_their_order_across_reconnects() {
         }),
     ])
     .then_always(Outcome::Open(Plan::healthy()));
-    let mut h = Harness::with(script, |s| {
-        s.with_retry(stream_tungstenite::retry::Immediate::new())
-    });
+    let mut h = Harness::with(script, |s| s.with_retry(stream_tungstenite::retry::Immediate::new()));
     let mut accepted = Vec::new();
     for n in 0..10 {
         h.feed(n);
@@ -454,11 +426,7 @@ fn c6_a_connection_that_drops_before_stable_after_keeps_the_backoff_growing() {
         h.advance(expected * MS);
         assert!(h.next().is_pending());
     }
-    assert_eq!(
-        h.script.connections(),
-        5,
-        "accepted every time, dropped every time"
-    );
+    assert_eq!(h.script.connections(), 5, "accepted every time, dropped every time");
 }
 
 #[test]
@@ -521,8 +489,7 @@ fn c6_jitter_is_on_by_default() {
 fn c6_max_elapsed_budget_gives_up() {
     let mut h = Harness::with(Script::new([]), |s| {
         s.with_retry(
-            stream_tungstenite::retry::FixedDelay::new(Duration::from_secs(1))
-                .max_elapsed(Duration::from_secs(3)),
+            stream_tungstenite::retry::FixedDelay::new(Duration::from_secs(1)).max_elapsed(Duration::from_secs(3)),
         )
     });
     assert!(h.next().is_pending());
@@ -573,10 +540,7 @@ fn c7_a_fatal_failure_on_an_established_connection_ends_the_stream() {
         })
     });
     assert!(matches!(h.next(), Poll::Ready(Some(Ok(1)))));
-    assert!(matches!(
-        h.next(),
-        Poll::Ready(Some(Err(Error::Fatal { .. })))
-    ));
+    assert!(matches!(h.next(), Poll::Ready(Some(Err(Error::Fatal { .. })))));
     assert_eq!(h.script.attempts(), 1);
 }
 
@@ -633,29 +597,19 @@ fn c9_close_flushes_the_queue_closes_the_connection_and_never_reconnects() {
     assert_eq!(h.stream.state(), ConnectionState::Closed);
     h.advance(Duration::from_secs(60));
     assert!(matches!(h.next(), Poll::Ready(None)));
-    assert!(matches!(
-        h.ready(),
-        Poll::Ready(Err(Error::Closed { unsent: 0 }))
-    ));
+    assert!(matches!(h.ready(), Poll::Ready(Err(Error::Closed { unsent: 0 }))));
     assert_eq!(h.script.attempts(), 1);
-    assert!(matches!(
-        h.events.events().last(),
-        Some(Event::Closed { unsent: 0 })
-    ));
+    assert!(matches!(h.events.events().last(), Some(Event::Closed { unsent: 0 })));
 }
 
 #[test]
 fn c9_close_during_backoff_or_connect_returns_at_once_and_hands_back_the_queue() {
     for outcome in [Outcome::Refuse, Outcome::Hang] {
-        let mut h =
-            Harness::new(Script::new([outcome]).then_always(Outcome::Open(Plan::healthy())));
+        let mut h = Harness::new(Script::new([outcome]).then_always(Outcome::Open(Plan::healthy())));
         h.feed(1);
         h.feed(2);
         assert!(h.flush().is_pending());
-        assert!(matches!(
-            h.close(),
-            Poll::Ready(Err(Error::Closed { unsent: 2 }))
-        ));
+        assert!(matches!(h.close(), Poll::Ready(Err(Error::Closed { unsent: 2 }))));
         assert_eq!(h.unsent(), [1, 2]);
         h.advance(Duration::from_secs(60));
         assert!(matches!(h.next(), Poll::Ready(None)));
@@ -674,10 +628,7 @@ fn c9_close_is_bounded_by_the_close_timeout() {
     assert!(h.close().is_pending());
     h.advance(2 * Duration::from_secs(1));
     assert!(h.wakes.get() >= 1);
-    assert!(matches!(
-        h.close(),
-        Poll::Ready(Err(Error::Closed { unsent: 1 }))
-    ));
+    assert!(matches!(h.close(), Poll::Ready(Err(Error::Closed { unsent: 1 }))));
     assert_eq!(h.unsent(), [1]);
 }
 
@@ -690,10 +641,7 @@ fn c9_a_connection_that_fails_while_closing_is_not_replaced() {
     .then_always(Outcome::Open(Plan::healthy()));
     let mut h = Harness::new(script);
     h.feed(1);
-    assert!(matches!(
-        h.close(),
-        Poll::Ready(Err(Error::Closed { unsent: 1 }))
-    ));
+    assert!(matches!(h.close(), Poll::Ready(Err(Error::Closed { unsent: 1 }))));
     assert_eq!(h.script.attempts(), 1);
     assert_eq!(h.unsent(), [1]);
 }
@@ -725,10 +673,7 @@ fn c10_every_transition_is_an_event_and_the_state_is_readable() {
     );
     h.advance(200 * MS);
     assert!(h.next().is_pending());
-    assert_eq!(
-        h.stream.state(),
-        ConnectionState::Connected { generation: 2 }
-    );
+    assert_eq!(h.stream.state(), ConnectionState::Connected { generation: 2 });
     assert!(matches!(h.close(), Poll::Ready(Ok(()))));
     assert_eq!(
         h.events.names(),
@@ -772,9 +717,7 @@ fn c11_dropping_a_pending_next_loses_nothing() {
     {
         let mut next = h.stream.next();
         let waker = h.waker.clone();
-        assert!(Pin::new(&mut next)
-            .poll(&mut Context::from_waker(&waker))
-            .is_pending());
+        assert!(Pin::new(&mut next).poll(&mut Context::from_waker(&waker)).is_pending());
     }
     h.script.conn(0).push(Inbound::Item(5));
     assert!(matches!(h.next(), Poll::Ready(Some(Ok(5)))));
@@ -790,9 +733,7 @@ fn c11_dropping_a_send_after_it_handed_over_its_message_loses_nothing() {
     {
         let mut send = h.stream.send(7);
         let waker = h.waker.clone();
-        assert!(Pin::new(&mut send)
-            .poll(&mut Context::from_waker(&waker))
-            .is_pending());
+        assert!(Pin::new(&mut send).poll(&mut Context::from_waker(&waker)).is_pending());
     }
     assert_eq!(h.stream.queued(), 1);
     h.script.conn(0).release_writes();
@@ -821,16 +762,9 @@ fn c12_either_half_drives_the_reconnection_and_both_are_woken() {
     assert!(Pin::new(&mut send).poll(&mut write_cx).is_pending());
     assert_eq!((read_wakes.get(), write_wakes.get()), (0, 0));
     clock.advance(100 * MS);
-    assert_eq!(
-        (read_wakes.get(), write_wakes.get()),
-        (1, 1),
-        "both halves are woken"
-    );
+    assert_eq!((read_wakes.get(), write_wakes.get()), (1, 1), "both halves are woken");
     // Only the writer is polled: it alone reconnects and delivers.
-    assert!(matches!(
-        Pin::new(&mut send).poll(&mut write_cx),
-        Poll::Ready(Ok(()))
-    ));
+    assert!(matches!(Pin::new(&mut send).poll(&mut write_cx), Poll::Ready(Ok(()))));
     assert_eq!(script.conn(0).flushed(), 1);
     // The reader finds the connection up, and is woken when it drops.
     assert!(Pin::new(&mut stream).poll_next(&mut read_cx).is_pending());
@@ -868,15 +802,9 @@ fn c12_a_disconnect_seen_by_one_half_wakes_the_other() {
     // The reader sees the connection fail: the writer, parked on the dead connection, must hear of it.
     script.conn(0).push(Inbound::Error);
     assert!(Pin::new(&mut stream).poll_next(&mut read_cx).is_pending());
-    assert!(
-        write_wakes.get() > before,
-        "writer woken by the reader's disconnect"
-    );
+    assert!(write_wakes.get() > before, "writer woken by the reader's disconnect");
     clock.advance(100 * MS);
-    assert!(matches!(
-        Pin::new(&mut send).poll(&mut write_cx),
-        Poll::Ready(Ok(()))
-    ));
+    assert!(matches!(Pin::new(&mut send).poll(&mut write_cx), Poll::Ready(Ok(()))));
     script.check_send_contract(&[1], &[]).unwrap();
 }
 

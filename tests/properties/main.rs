@@ -54,16 +54,14 @@ fn plan() -> impl Strategy<Value = Plan> {
         prop::option::weighted(0.2, 0usize..4),
         prop::bool::weighted(0.15),
     )
-        .prop_map(
-            |(items, then, fail_write_at, fail_flush_at, hold_flush)| Plan {
-                items,
-                then,
-                fail_write_at,
-                fail_flush_at,
-                hold_flush,
-                hold_writes: false,
-            },
-        )
+        .prop_map(|(items, then, fail_write_at, fail_flush_at, hold_flush)| Plan {
+            items,
+            then,
+            fail_write_at,
+            fail_flush_at,
+            hold_flush,
+            hold_writes: false,
+        })
 }
 
 fn outcome() -> impl Strategy<Value = Outcome> {
@@ -187,11 +185,7 @@ impl Run {
             self.clock
                 .advance(self.clock.next_deadline().unwrap_or(Duration::from_secs(1)));
         }
-        prop_assert!(
-            false,
-            "the stream did not settle: state {:?}",
-            self.stream.state()
-        );
+        prop_assert!(false, "the stream did not settle: state {:?}", self.stream.state());
         Ok(())
     }
 

@@ -83,10 +83,7 @@ async fn scenario() {
             match select(conn.next(), connected.next()).await {
                 Either::Left((Some(Ok(Message::Text(text))), _)) => {
                     let echoed: u32 = text.parse().unwrap();
-                    assert!(
-                        echoed <= n,
-                        "echo {echoed} from the future (waiting for {n})"
-                    );
+                    assert!(echoed <= n, "echo {echoed} from the future (waiting for {n})");
                     if echoed == n {
                         break;
                     }
@@ -110,10 +107,7 @@ async fn scenario() {
         conn.generation()
     );
     assert_eq!(accepted.load(Ordering::SeqCst), conn.generation() as usize);
-    assert!(
-        resent <= conn.generation() as usize,
-        "resent {resent} times"
-    );
+    assert!(resent <= conn.generation() as usize, "resent {resent} times");
     conn.close().await.unwrap();
     assert!(conn.next().await.is_none());
 }

@@ -189,7 +189,9 @@ impl Script {
             }
             let rest = &accepted[position.min(accepted.len())..];
             if rest != unsent {
-                return Err(format!("after delivery of {position} messages, {rest:?} remain, but unsent = {unsent:?}"));
+                return Err(format!(
+                    "after delivery of {position} messages, {rest:?} remain, but unsent = {unsent:?}"
+                ));
             }
             Ok(())
         })
@@ -199,8 +201,7 @@ impl Script {
 impl Connect for Script {
     type Connection = ScriptedConn;
     type Error = io::Error;
-    type Future =
-        Either<future::Ready<io::Result<ScriptedConn>>, future::Pending<io::Result<ScriptedConn>>>;
+    type Future = Either<future::Ready<io::Result<ScriptedConn>>, future::Pending<io::Result<ScriptedConn>>>;
 
     fn connect(&mut self) -> Self::Future {
         let mut shared = self.lock();
@@ -210,9 +211,7 @@ impl Connect for Script {
             None => shared.fallback.clone().unwrap_or(Outcome::Refuse),
         };
         match outcome {
-            Outcome::Refuse => {
-                Either::Left(future::ready(Err(io::ErrorKind::ConnectionRefused.into())))
-            }
+            Outcome::Refuse => Either::Left(future::ready(Err(io::ErrorKind::ConnectionRefused.into()))),
             Outcome::Fail(kind) => Either::Left(future::ready(Err(kind.into()))),
             Outcome::Hang => Either::Right(future::pending()),
             Outcome::Open(plan) => {

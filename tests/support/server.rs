@@ -15,8 +15,7 @@ use async_tungstenite::tungstenite::Message;
 use async_tungstenite::WebSocketStream;
 use futures::StreamExt;
 
-pub type Handler =
-    Arc<dyn Fn(Async<TcpStream>, usize) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+pub type Handler = Arc<dyn Fn(Async<TcpStream>, usize) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// A running server: its address, how many connections it accepted, and a log its handlers may write to.
 #[derive(Clone)]
@@ -83,11 +82,9 @@ pub async fn accept_logging_headers(
         move |request: &async_tungstenite::tungstenite::handshake::server::Request,
               mut response: async_tungstenite::tungstenite::handshake::server::Response| {
             for (name, value) in request.headers() {
-                log.lock().unwrap().push(format!(
-                    "header {}: {}",
-                    name,
-                    value.to_str().unwrap_or("?")
-                ));
+                log.lock()
+                    .unwrap()
+                    .push(format!("header {}: {}", name, value.to_str().unwrap_or("?")));
             }
             if let Some(protocol) = request.headers().get("sec-websocket-protocol") {
                 let first = protocol

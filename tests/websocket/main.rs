@@ -23,9 +23,7 @@ use stream_tungstenite::{connect, Error, Event, Failure, ReconnectingStream};
 fn events() -> (Arc<Mutex<Vec<Event>>>, impl FnMut(&Event) + Send + 'static) {
     let log = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&log);
-    (log, move |event: &Event| {
-        sink.lock().unwrap().push(event.clone())
-    })
+    (log, move |event: &Event| sink.lock().unwrap().push(event.clone()))
 }
 
 fn delays(log: &Mutex<Vec<Event>>) -> Vec<Duration> {
@@ -51,10 +49,7 @@ async fn echo_scenario() {
         assert_eq!(reply, Message::text(format!("echo {n}")));
     }
     ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
-    assert_eq!(
-        ws.next().await.unwrap().unwrap(),
-        Message::binary(vec![1u8, 2, 3])
-    );
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(vec![1u8, 2, 3]));
     assert_eq!(ws.generation(), 1);
     ws.close().await.unwrap();
     assert!(ws.next().await.is_none());
@@ -137,9 +132,7 @@ fn fatal_connect_error(error: Error) -> u16 {
     let Error::Fatal { cause, .. } = &error else {
         panic!("expected a fatal error, got {error:?}");
     };
-    let connect_error = cause
-        .downcast_ref::<ConnectError>()
-        .expect("a ConnectError");
+    let connect_error = cause.downcast_ref::<ConnectError>().expect("a ConnectError");
     assert!(!connect_error.is_retryable());
     connect_error.status().unwrap_or(0)
 }
@@ -167,14 +160,10 @@ fn first_delay(server: &server::Server) -> (Duration, Failure) {
     let url = server.url();
     let clock = ManualClock::new();
     let (log, observer) = events();
-    let mut ws: ReconnectingStream<_, Message> =
-        ReconnectingStream::new(move || connect(url.clone()))
-            .with_timer(clock)
-            .with_observer(observer)
-            .with_retry(
-                ExponentialBackoff::new(Duration::from_millis(100), Duration::from_secs(10))
-                    .jitter(Jitter::None),
-            );
+    let mut ws: ReconnectingStream<_, Message> = ReconnectingStream::new(move || connect(url.clone()))
+        .with_timer(clock)
+        .with_observer(observer)
+        .with_retry(ExponentialBackoff::new(Duration::from_millis(100), Duration::from_secs(10)).jitter(Jitter::None));
     smol::block_on(futures::future::poll_fn(|cx| {
         let _ = Pin::new(&mut ws).poll_next(cx);
         if delays(&log).is_empty() {
@@ -215,10 +204,7 @@ fn rejected_with_500_is_retried_with_backoff() {
     let server = server::rejecting_server(500, "Internal Server Error", "");
     let (delay, failure) = first_delay(&server);
     assert_eq!(delay, Duration::from_millis(100));
-    assert_eq!(
-        failure.downcast_ref::<ConnectError>().unwrap().status(),
-        Some(500)
-    );
+    assert_eq!(failure.downcast_ref::<ConnectError>().unwrap().status(), Some(500));
 }
 
 #[test]
@@ -246,15 +232,8 @@ fn an_invalid_url_is_fatal() {
         let mut ws = ReconnectingStream::new(move || connect(url));
         let error = smol::block_on(ws.next()).unwrap().unwrap_err();
         assert!(error.is_fatal(), "{url}: {error:?}");
-        let cause = error
-            .failure()
-            .unwrap()
-            .downcast_ref::<ConnectError>()
-            .unwrap();
-        assert!(
-            matches!(cause, ConnectError::InvalidUrl { .. }),
-            "{url}: {cause:?}"
-        );
+        let cause = error.failure().unwrap().downcast_ref::<ConnectError>().unwrap();
+        assert!(matches!(cause, ConnectError::InvalidUrl { .. }), "{url}: {cause:?}");
     }
 }
 
@@ -266,14 +245,10 @@ fn a_server_close_with_1012_is_an_event_with_its_code_and_reconnects() {
     let url = server.url();
     let clock = ManualClock::new();
     let (log, observer) = events();
-    let mut ws: ReconnectingStream<_, Message> =
-        ReconnectingStream::new(move || connect(url.clone()))
-            .with_timer(clock.clone())
-            .with_observer(observer)
-            .with_retry(
-                ExponentialBackoff::new(Duration::from_millis(100), Duration::from_secs(1))
-                    .jitter(Jitter::None),
-            );
+    let mut ws: ReconnectingStream<_, Message> = ReconnectingStream::new(move || connect(url.clone()))
+        .with_timer(clock.clone())
+        .with_observer(observer)
+        .with_retry(ExponentialBackoff::new(Duration::from_millis(100), Duration::from_secs(1)).jitter(Jitter::None));
     smol::block_on(futures::future::poll_fn(|cx| {
         let _ = Pin::new(&mut ws).poll_next(cx);
         if server.accepted() >= 2 && ws.generation() >= 2 {
@@ -322,10 +297,7 @@ fn a_dropped_tcp_connection_reports_close_code_1006() {
     smol::block_on(async {
         ws.send(Message::text("x")).await.unwrap();
         assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("x"));
-        assert!(
-            ws.next().await.unwrap().is_err(),
-            "NoRetry: the drop ends the stream"
-        );
+        assert!(ws.next().await.unwrap().is_err(), "NoRetry: the drop ends the stream");
     });
     let code = log.lock().unwrap().iter().find_map(|e| match e {
         Event::Disconnected { reason, .. } => reason.close_code(),
@@ -390,8 +362,7 @@ fn close_performs_the_websocket_close_handshake() {
     });
     let url = server.url();
     // A manual clock never advanced: close can only finish through the server's reply, not the timeout.
-    let mut ws =
-        ReconnectingStream::new(move || connect(url.clone())).with_timer(ManualClock::new());
+    let mut ws = ReconnectingStream::new(move || connect(url.clone())).with_timer(ManualClock::new());
     smol::block_on(async {
         ws.send(Message::text("bye")).await.unwrap();
         ws.close().await.unwrap();
@@ -411,17 +382,13 @@ fn tls_echo_server() -> (
     use futures_rustls::rustls::{self, pki_types::PrivateKeyDer, pki_types::PrivatePkcs8KeyDer};
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     let cert = certified.cert.der().clone();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-        certified.signing_key.serialize_der(),
-    ));
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![cert.clone()], key)
-    .unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der()));
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .unwrap();
     let acceptor = futures_rustls::TlsAcceptor::from(Arc::new(config));
     let server = server::serve(move |tcp, _, _| {
         let acceptor = acceptor.clone();
@@ -461,11 +428,7 @@ fn wss_with_an_untrusted_certificate_is_fatal_at_once() {
     let mut ws = ReconnectingStream::new(move || connect(url.clone()));
     let error = smol::block_on(ws.next()).unwrap().unwrap_err();
     assert!(error.is_fatal(), "{error:?}");
-    let cause = error
-        .failure()
-        .unwrap()
-        .downcast_ref::<ConnectError>()
-        .unwrap();
+    let cause = error.failure().unwrap().downcast_ref::<ConnectError>().unwrap();
     assert!(cause.is_certificate_error(), "{cause:?}");
     assert_eq!(server.accepted(), 1, "a certificate error is not retried");
 }
@@ -491,10 +454,7 @@ fn the_header_provider_is_called_per_attempt_and_its_token_used_on_the_next_dial
         .header_provider(move || {
             let n = tokens.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let mut headers = stream_tungstenite::tungstenite::http::HeaderMap::new();
-            headers.insert(
-                "authorization",
-                format!("Bearer token-{n}").parse().unwrap(),
-            );
+            headers.insert("authorization", format!("Bearer token-{n}").parse().unwrap());
             headers
         })
         .subprotocol("feed.v2")
@@ -509,25 +469,16 @@ fn the_header_provider_is_called_per_attempt_and_its_token_used_on_the_next_dial
     ));
     smol::block_on(async {
         for n in 0..2u64 {
-            assert_eq!(
-                ws.next().await.unwrap().unwrap(),
-                Message::text(format!("hello {n}"))
-            );
+            assert_eq!(ws.next().await.unwrap().unwrap(), Message::text(format!("hello {n}")));
             assert_eq!(ws.generation(), n + 1);
         }
     });
     let log = server.log();
-    let auth: Vec<&String> = log
-        .iter()
-        .filter(|l| l.starts_with("header authorization"))
-        .collect();
+    let auth: Vec<&String> = log.iter().filter(|l| l.starts_with("header authorization")).collect();
     assert_eq!(auth.len(), 2, "{log:?}");
     assert_eq!(auth[0], "header authorization: Bearer token-0");
     assert_eq!(auth[1], "header authorization: Bearer token-1");
-    assert_eq!(
-        log.iter().filter(|l| *l == "header x-static: yes").count(),
-        2
-    );
+    assert_eq!(log.iter().filter(|l| *l == "header x-static: yes").count(), 2);
     assert!(log.contains(&"header sec-websocket-protocol: feed.v2".to_owned()));
 }
 

@@ -1,0 +1,319 @@
+//! Interop with WebSocket servers this project did not write: Python `websockets` and Node `ws`.
+//!
+//! Needs the peers installed by `.ci/install-peers` (a venv with `websockets`, and `ws` under
+//! tests/peers/node_modules). Without them, each test prints what to install and passes as skipped; with
+//! `CI=true` a missing peer fails the run.
+
+#[path = "../support/peers.rs"]
+mod peers;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::channel::mpsc;
+use futures::future::{select, Either};
+use futures::{SinkExt, StreamExt};
+use peers::{Impl, Peer};
+use stream_tungstenite::retry::{ExponentialBackoff, Jitter};
+use stream_tungstenite::tungstenite::Message;
+use stream_tungstenite::ws::{ConnectError, WsConnector};
+use stream_tungstenite::{connect, Event, ReconnectingStream};
+
+type EventLog = Arc<Mutex<Vec<(Instant, Event)>>>;
+
+fn recorder() -> (EventLog, impl FnMut(&Event) + Send + 'static) {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&log);
+    (log, move |event: &Event| {
+        sink.lock().unwrap().push((Instant::now(), event.clone()))
+    })
+}
+
+fn peers(args: &[&str]) -> Vec<Peer> {
+    Impl::ALL.iter().filter_map(|which| Peer::start(*which, args)).collect()
+}
+
+#[test]
+fn echo() {
+    for peer in peers(&["--mode", "echo"]) {
+        let url = peer.url();
+        let mut ws = ReconnectingStream::new(move || connect(url.clone()));
+        smol::block_on(async {
+            for n in 0..50 {
+                ws.send(Message::text(format!("echo {n} ✓"))).await.unwrap();
+                assert_eq!(
+                    ws.next().await.unwrap().unwrap(),
+                    Message::text(format!("echo {n} ✓")),
+                    "{}",
+                    peer.which()
+                );
+            }
+            let big = vec![7u8; 256 * 1024];
+            ws.send(Message::binary(big.clone())).await.unwrap();
+            assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(big));
+            ws.close().await.unwrap();
+        });
+    }
+}
+
+/// The peer cuts TCP after every 10 messages while the client sends a numbered sequence; every number comes
+/// back. (A number flushed into a socket the peer then cuts can die in the kernel: the client sends it again
+/// when the connection generation changes while it waits, as an application would.)
+#[test]
+fn drop_every_n_loses_nothing_queued() {
+    for peer in peers(&["--mode", "drop", "--n", "10"]) {
+        let url = peer.url();
+        let (tx, mut connected) = mpsc::unbounded();
+        let mut ws = ReconnectingStream::new(move || connect(url.clone()))
+            .with_retry(ExponentialBackoff::new(
+                Duration::from_millis(2),
+                Duration::from_millis(50),
+            ))
+            .with_observer(move |event: &Event| {
+                if let Event::Connected { generation, .. } = event {
+                    let _ = tx.unbounded_send(*generation);
+                }
+            });
+        let mut echoed = Vec::new();
+        smol::block_on(async {
+            for n in 0..100u32 {
+                ws.send(Message::text(n.to_string())).await.unwrap();
+                let mut sent_on = ws.generation();
+                loop {
+                    match select(ws.next(), connected.next()).await {
+                        Either::Left((Some(Ok(Message::Text(text))), _)) => {
+                            let got: u32 = text.parse().unwrap();
+                            if echoed.last() != Some(&got) {
+                                echoed.push(got);
+                            }
+                            if got == n {
+                                break;
+                            }
+                        }
+                        Either::Left((Some(Ok(_)), _)) => {}
+                        Either::Left((other, _)) => panic!("{}: stream ended: {other:?}", peer.which()),
+                        Either::Right((Some(generation), _)) if generation > sent_on => {
+                            ws.send(Message::text(n.to_string())).await.unwrap();
+                            sent_on = ws.generation();
+                        }
+                        Either::Right(_) => {}
+                    }
+                }
+            }
+        });
+        assert_eq!(echoed, (0..100).collect::<Vec<_>>(), "{}", peer.which());
+        assert!(
+            ws.generation() >= 10,
+            "{}: generation {}",
+            peer.which(),
+            ws.generation()
+        );
+        assert!(
+            peer.wait_for_stderr(Duration::from_secs(5), |l| l.iter().filter(|l| *l == "drop").count()
+                >= 9)
+        );
+    }
+}
+
+#[test]
+fn upgrade_rejected_with_401_is_not_retried() {
+    for peer in peers(&["--mode", "reject", "--status", "401"]) {
+        let url = peer.url();
+        let mut ws: ReconnectingStream<_, Message> = ReconnectingStream::new(move || connect(url.clone())).with_retry(
+            ExponentialBackoff::new(Duration::from_millis(1), Duration::from_millis(5)),
+        );
+        let error = smol::block_on(ws.next()).unwrap().unwrap_err();
+        assert!(error.is_fatal(), "{}: {error:?}", peer.which());
+        let cause = error.failure().unwrap().downcast_ref::<ConnectError>().unwrap();
+        assert_eq!(cause.status(), Some(401));
+        assert!(smol::block_on(ws.next()).is_none());
+        assert!(peer.wait_for_stderr(Duration::from_secs(5), |l| l.iter().any(|l| l == "reject 401")));
+        assert_eq!(peer.count("reject 401"), 1, "{}: retried a 401", peer.which());
+    }
+}
+
+#[test]
+fn upgrade_rejected_with_503_and_retry_after_waits_at_least_that_long() {
+    for peer in peers(&["--mode", "reject", "--status", "503", "--retry-after", "1"]) {
+        let url = peer.url();
+        let (log, observer) = recorder();
+        let ws: ReconnectingStream<_, Message> = ReconnectingStream::new(move || connect(url.clone()))
+            .with_retry(
+                ExponentialBackoff::new(Duration::from_millis(10), Duration::from_millis(100)).jitter(Jitter::None),
+            )
+            .with_observer(observer);
+        let (failed_tx, failed_rx) = mpsc::unbounded::<()>();
+        let mut ws = ws.with_observer(move |event: &Event| {
+            if let Event::ConnectFailed { .. } = event {
+                let _ = failed_tx.unbounded_send(());
+            }
+        });
+        smol::block_on(async {
+            // Drive the stream until the second attempt has failed.
+            let two_failures = failed_rx.take(2).collect::<Vec<()>>();
+            let _ = select(ws.next(), two_failures).await;
+        });
+        let log = log.lock().unwrap();
+        let failed: Vec<Instant> = log
+            .iter()
+            .filter(|(_, e)| matches!(e, Event::ConnectFailed { .. }))
+            .map(|(at, _)| *at)
+            .collect();
+        let delays: Vec<Duration> = log
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Event::RetryScheduled { delay, .. } => Some(*delay),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            delays[0],
+            Duration::from_secs(1),
+            "{}: Retry-After overrides the 10 ms policy",
+            peer.which()
+        );
+        assert!(
+            failed[1] - failed[0] >= Duration::from_secs(1),
+            "{}: retried after {:?}",
+            peer.which(),
+            failed[1] - failed[0]
+        );
+    }
+}
+
+#[test]
+fn upgrade_rejected_with_500_is_retried_with_backoff() {
+    for peer in peers(&["--mode", "reject", "--status", "500"]) {
+        let url = peer.url();
+        let (log, observer) = recorder();
+        let mut ws: ReconnectingStream<_, Message> = ReconnectingStream::new(move || connect(url.clone()))
+            .with_retry(
+                ExponentialBackoff::new(Duration::from_millis(5), Duration::from_secs(1))
+                    .jitter(Jitter::None)
+                    .max_attempts(4),
+            )
+            .with_observer(observer);
+        let error = smol::block_on(ws.next()).unwrap().unwrap_err();
+        assert!(error.is_gave_up(), "{}: {error:?}", peer.which());
+        let delays: Vec<Duration> = log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Event::RetryScheduled { delay, .. } => Some(*delay),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(delays, [5, 10, 20].map(Duration::from_millis), "{}", peer.which());
+        assert!(peer.wait_for_stderr(Duration::from_secs(5), |l| l
+            .iter()
+            .filter(|l| *l == "reject 500")
+            .count()
+            == 4));
+    }
+}
+
+#[test]
+fn a_server_close_with_1012_reconnects() {
+    for peer in peers(&["--mode", "close", "--close-code", "1012", "--n", "1"]) {
+        let url = peer.url();
+        let (log, observer) = recorder();
+        let ws = ReconnectingStream::new(move || connect(url.clone()))
+            .with_retry(ExponentialBackoff::new(
+                Duration::from_millis(1),
+                Duration::from_millis(5),
+            ))
+            .with_observer(observer);
+        let (tx, mut connected) = mpsc::unbounded::<u64>();
+        let mut ws = ws.with_observer(move |event: &Event| {
+            if let Event::Connected { generation, .. } = event {
+                let _ = tx.unbounded_send(*generation);
+            }
+        });
+        smol::block_on(async {
+            // Each connection closes with 1012 after one message: send one per connection until the third.
+            while ws.generation() < 3 {
+                ws.send(Message::text("ping")).await.unwrap();
+                let current = ws.generation();
+                loop {
+                    match select(ws.next(), connected.next()).await {
+                        Either::Right((Some(generation), _)) if generation > current => break,
+                        Either::Left((Some(Err(error)), _)) => panic!("{}: {error:?}", peer.which()),
+                        _ => {}
+                    }
+                }
+            }
+        });
+        let codes: Vec<Option<u16>> = log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Event::Disconnected { reason, .. } => Some(reason.close_code()),
+                _ => None,
+            })
+            .collect();
+        assert!(codes.len() >= 2, "{}: {codes:?}", peer.which());
+        assert!(codes.iter().all(|c| *c == Some(1012)), "{}: {codes:?}", peer.which());
+    }
+}
+
+struct TempCert {
+    dir: std::path::PathBuf,
+    der: Vec<u8>,
+}
+
+impl TempCert {
+    fn new() -> Self {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let dir = std::env::temp_dir().join(format!("stream-tungstenite-interop-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cert.pem"), certified.cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), certified.signing_key.serialize_pem()).unwrap();
+        Self {
+            der: certified.cert.der().to_vec(),
+            dir,
+        }
+    }
+
+    fn args(&self) -> [String; 2] {
+        [
+            self.dir.join("cert.pem").display().to_string(),
+            self.dir.join("key.pem").display().to_string(),
+        ]
+    }
+}
+
+impl Drop for TempCert {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn wss_with_a_self_signed_certificate_trusted_through_a_custom_root_and_refused_without() {
+    let cert = TempCert::new();
+    let [cert_path, key_path] = cert.args();
+    for peer in peers(&["--mode", "echo", "--cert", &cert_path, "--key", &key_path]) {
+        let connector = WsConnector::builder(peer.url())
+            .add_root_certificate(cert.der.clone().into())
+            .build();
+        let mut trusted = ReconnectingStream::new(connector);
+        smol::block_on(async {
+            trusted.send(Message::text("over tls")).await.unwrap();
+            assert_eq!(
+                trusted.next().await.unwrap().unwrap(),
+                Message::text("over tls"),
+                "{}",
+                peer.which()
+            );
+        });
+
+        let url = peer.url();
+        let mut untrusted: ReconnectingStream<_, Message> = ReconnectingStream::new(move || connect(url.clone()));
+        let error = smol::block_on(untrusted.next()).unwrap().unwrap_err();
+        assert!(error.is_fatal(), "{}: {error:?}", peer.which());
+        let cause = error.failure().unwrap().downcast_ref::<ConnectError>().unwrap();
+        assert!(cause.is_certificate_error(), "{}: {cause:?}", peer.which());
+    }
+}

@@ -1,0 +1,341 @@
+//! Handshake and extension layers over loopback WebSocket servers: order and re-runs across reconnects,
+//! fatal rejections, per-attempt tokens, confirmation timeouts with backoff, heartbeat detection of a
+//! stalled peer, and message extensions in both directions.
+
+#[path = "../support/feed.rs"]
+mod feed;
+#[path = "../support/server.rs"]
+mod server;
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Duration;
+
+use feed::{feed_server, is_type, Feed};
+use futures::{SinkExt, Stream, StreamExt};
+use stream_tungstenite::extension::{ExtensionLayer, HeartbeatLayer, HeartbeatTimeout};
+use stream_tungstenite::handshake::{AuthHandshaker, HandshakeError, HandshakeLayer, SubscribeHandshaker};
+use stream_tungstenite::layer::ConnectorBuilder;
+use stream_tungstenite::retry::{ExponentialBackoff, Jitter};
+use stream_tungstenite::time::ManualClock;
+use stream_tungstenite::tungstenite::Message;
+use stream_tungstenite::{chain_handshakers, connect, Event, ReconnectingStream};
+
+fn recorder() -> (Arc<Mutex<Vec<Event>>>, impl FnMut(&Event) + Send + 'static) {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&log);
+    (log, move |event: &Event| sink.lock().unwrap().push(event.clone()))
+}
+
+fn auth(token: &'static str) -> AuthHandshaker {
+    AuthHandshaker::token(token)
+        .timeout(None)
+        .json()
+        .accept_when(|m| is_type(m, "auth_ok"))
+        .reject_when(|m| is_type(m, "auth_failed"))
+}
+
+fn subscribe() -> SubscribeHandshaker {
+    SubscribeHandshaker::new(["trades", "book"]).confirm(|m| is_type(m, "subscribed"))
+}
+
+fn fast_retry() -> ExponentialBackoff {
+    ExponentialBackoff::new(Duration::from_millis(1), Duration::from_millis(10))
+}
+
+#[test]
+fn handshakes_run_in_order_on_every_connection_before_user_traffic() {
+    let server = feed_server(Feed {
+        drop_after_echo: vec![0],
+        ..Feed::default()
+    });
+    let url = server.url();
+    let connector =
+        ConnectorBuilder::new(move || connect(url.clone())).layer(chain_handshakers!(auth("good"), subscribe()));
+    let (events, observer) = recorder();
+    let mut ws = ReconnectingStream::new(connector)
+        .with_retry(fast_retry())
+        .with_observer(observer);
+    let received: Vec<String> = smol::block_on(async {
+        // Queued before anything connects: must go out after the handshakes.
+        ws.send(Message::text(r#"{"type":"hello"}"#)).await.unwrap();
+        let mut received: Vec<String> = Vec::new();
+        while received.iter().filter(|m| m.contains("update")).count() < 6 {
+            let message = ws.next().await.unwrap().unwrap();
+            received.push(message.to_text().unwrap().to_owned());
+        }
+        received
+    });
+    // Connection 0: 3 updates, then the hello is echoed and the connection dropped (the echo may die with
+    // it); connection 1: 3 updates. Handshake frames (auth_ok, subscribed) are never delivered.
+    assert!(
+        received
+            .iter()
+            .all(|m| !m.contains("auth_ok") && !m.contains("subscribed")),
+        "{received:?}"
+    );
+    let updates = |conn: u64| {
+        received
+            .iter()
+            .filter(|m| m.contains(&format!(r#""conn":{conn}"#)))
+            .count()
+    };
+    assert_eq!((updates(0), updates(1)), (3, 3), "{received:?}");
+    let log = server.log();
+    for conn in 0..2 {
+        let sent: Vec<&String> = log
+            .iter()
+            .filter(|l| l.starts_with(&format!("conn {conn}: ")))
+            .collect();
+        assert!(sent[0].contains(r#""type":"auth""#), "{sent:?}");
+        assert!(sent[1].contains(r#""channel":"trades""#), "{sent:?}");
+        assert!(sent[2].contains(r#""channel":"book""#), "{sent:?}");
+    }
+    assert!(
+        log[3].ends_with(r#"{"type":"hello"}"#),
+        "user traffic after the handshakes: {log:?}"
+    );
+    // Connected is reported only after the handshakes.
+    let connected = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(e, Event::Connected { .. }))
+        .count();
+    assert_eq!(connected, 2);
+}
+
+#[test]
+fn a_rejected_auth_is_fatal_without_a_retry_loop() {
+    let server = feed_server(Feed::default());
+    let url = server.url();
+    let connector = ConnectorBuilder::new(move || connect(url.clone())).layer(auth("bad"));
+    let (events, observer) = recorder();
+    let mut ws: ReconnectingStream<_, Message> = ReconnectingStream::new(connector)
+        .with_retry(fast_retry())
+        .with_observer(observer);
+    let error = smol::block_on(ws.next()).unwrap().unwrap_err();
+    assert!(error.is_fatal(), "{error:?}");
+    assert!(matches!(
+        error.failure().unwrap().downcast_ref::<HandshakeError>(),
+        Some(HandshakeError::Rejected { .. })
+    ));
+    assert!(smol::block_on(ws.next()).is_none());
+    assert_eq!(server.accepted(), 1);
+    let events = events.lock().unwrap();
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::HandshakeFailed { attempt: 1, .. })));
+    assert!(!events.iter().any(|e| matches!(e, Event::RetryScheduled { .. })));
+}
+
+#[test]
+fn the_token_provider_is_called_per_attempt_and_the_new_token_used_after_a_reconnect() {
+    let server = feed_server(Feed {
+        drop_connections: vec![0],
+        updates: 1,
+        ..Feed::default()
+    });
+    let url = server.url();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&calls);
+    let auth = AuthHandshaker::new(move || format!("token-{}", counter.fetch_add(1, Ordering::SeqCst)))
+        .json()
+        .accept_when(|m| is_type(m, "auth_ok"));
+    let connector = ConnectorBuilder::new(move || connect(url.clone())).layer(chain_handshakers!(auth, subscribe()));
+    let mut ws: ReconnectingStream<_, Message> = ReconnectingStream::new(connector).with_retry(fast_retry());
+    smol::block_on(async {
+        for _ in 0..2 {
+            assert!(is_type(&ws.next().await.unwrap().unwrap(), "update"));
+        }
+    });
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let log = server.log();
+    assert!(
+        log.contains(&r#"conn 0: {"token":"token-0","type":"auth"}"#.to_owned()),
+        "{log:?}"
+    );
+    assert!(
+        log.contains(&r#"conn 1: {"token":"token-1","type":"auth"}"#.to_owned()),
+        "{log:?}"
+    );
+}
+
+/// Polls the stream; whenever it is pending with a sleep due on `clock`, moves the clock to that sleep.
+/// Stops once `done` says so.
+fn drive_with_clock<S: Stream + Unpin>(ws: &mut S, clock: &ManualClock, mut done: impl FnMut() -> bool) {
+    smol::block_on(futures::future::poll_fn(|cx| loop {
+        if done() {
+            return Poll::Ready(());
+        }
+        match Pin::new(&mut *ws).poll_next(cx) {
+            Poll::Ready(Some(_)) => continue,
+            Poll::Ready(None) => return Poll::Ready(()),
+            Poll::Pending => match clock.next_deadline() {
+                Some(due) => clock.advance(due),
+                None => return Poll::Pending,
+            },
+        }
+    }));
+}
+
+#[test]
+fn a_subscribe_confirmation_timeout_retries_with_backoff() {
+    let server = feed_server(Feed {
+        confirm: false,
+        ..Feed::default()
+    });
+    let url = server.url();
+    let clock = ManualClock::new();
+    let subscribe = SubscribeHandshaker::new(["trades", "book"])
+        .confirm(|m| is_type(m, "subscribed"))
+        .timeout(Duration::from_secs(5));
+    let connector = ConnectorBuilder::new(move || connect(url.clone()))
+        .layer(HandshakeLayer::new(chain_handshakers!(auth("good"), subscribe)).with_timer(clock.clone()));
+    let (events, observer) = recorder();
+    let mut ws: ReconnectingStream<_, Message> = ReconnectingStream::new(connector)
+        .with_timer(clock.clone())
+        .with_connect_timeout(None)
+        .with_retry(ExponentialBackoff::new(Duration::from_millis(100), Duration::from_secs(10)).jitter(Jitter::None))
+        .with_observer(observer);
+    let log = Arc::clone(&events);
+    drive_with_clock(&mut ws, &clock, || {
+        log.lock()
+            .unwrap()
+            .iter()
+            .filter(|e| matches!(e, Event::RetryScheduled { .. }))
+            .count()
+            >= 3
+    });
+    let events = events.lock().unwrap();
+    let timeouts = events
+        .iter()
+        .filter(|e| match e {
+            Event::HandshakeFailed { failure, .. } => matches!(
+                failure.downcast_ref::<HandshakeError>(),
+                Some(HandshakeError::Timeout { step, .. }) if step == "subscribe"
+            ),
+            _ => false,
+        })
+        .count();
+    assert_eq!(timeouts, 3);
+    let delays: Vec<Duration> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::RetryScheduled { delay, .. } => Some(*delay),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delays, [100, 200, 400].map(Duration::from_millis));
+    assert_eq!(ws.generation(), 0, "never connected: the handshake never finished");
+    assert_eq!(server.accepted(), 3);
+}
+
+#[test]
+fn heartbeat_detects_a_stalled_peer_within_interval_plus_timeout_and_reconnects() {
+    // The first connection's server stops reading (so never answers pings) but keeps TCP open.
+    let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
+    let hold_rx = Arc::new(Mutex::new(hold_rx));
+    let server = server::serve(move |tcp, index, _| {
+        let hold = Arc::clone(&hold_rx);
+        async move {
+            let Ok(mut ws) = async_tungstenite::accept_async(tcp).await else {
+                return;
+            };
+            ws.send(Message::text(format!("hello {index}"))).await.unwrap();
+            if index == 0 {
+                // Stall: hold the socket open without reading until the test ends.
+                let _ = hold.lock().unwrap().recv();
+                return;
+            }
+            while let Some(Ok(_)) = ws.next().await {}
+        }
+    });
+    let url = server.url();
+    let clock = ManualClock::new();
+    let interval = Duration::from_secs(10);
+    let timeout = Duration::from_secs(5);
+    let connector = ConnectorBuilder::new(move || connect(url.clone()))
+        .layer(HeartbeatLayer::new(interval, timeout).with_timer(clock.clone()));
+    let (events, observer) = recorder();
+    let mut ws: ReconnectingStream<_, Message> = ReconnectingStream::new(connector)
+        .with_timer(clock.clone())
+        .with_connect_timeout(None)
+        .with_retry(ExponentialBackoff::new(Duration::from_millis(100), Duration::from_secs(1)).jitter(Jitter::None))
+        .with_observer(observer);
+    smol::block_on(async {
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hello 0"));
+    });
+    let start = std::time::Instant::now();
+    let _ = start;
+    let mut seen = Vec::new();
+    drive_with_clock(&mut ws, &clock, || {
+        seen = events.lock().unwrap().clone();
+        seen.iter().filter(|e| matches!(e, Event::Connected { .. })).count() >= 2
+    });
+    drop(hold_tx);
+    let (uptime, reason) = seen
+        .iter()
+        .find_map(|e| match e {
+            Event::Disconnected { uptime, reason, .. } => Some((*uptime, reason.clone())),
+            _ => None,
+        })
+        .unwrap();
+    assert!(reason.downcast_ref::<HeartbeatTimeout>().is_some(), "{reason:?}");
+    assert!(uptime <= interval + timeout, "detected after {uptime:?}");
+    assert!(uptime >= timeout, "not before a ping went unanswered: {uptime:?}");
+    assert_eq!(ws.generation(), 2);
+}
+
+#[test]
+fn heartbeat_keeps_a_responsive_connection() {
+    let server = server::echo_server(None);
+    let url = server.url();
+    let clock = ManualClock::new();
+    let connector = ConnectorBuilder::new(move || connect(url.clone()))
+        .layer(HeartbeatLayer::new(Duration::from_secs(10), Duration::from_secs(5)).with_timer(clock.clone()));
+    let mut ws: ReconnectingStream<_, Message> = ReconnectingStream::new(connector)
+        .with_timer(clock.clone())
+        .with_connect_timeout(None);
+    smol::block_on(async {
+        ws.send(Message::text("up")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("up"));
+        for _ in 0..5 {
+            clock.advance(Duration::from_secs(10));
+            // The ping goes out; the server's pong arrives as an item and proves the connection alive.
+            loop {
+                if let Message::Pong(_) = ws.next().await.unwrap().unwrap() {
+                    break;
+                }
+            }
+        }
+    });
+    assert_eq!(ws.generation(), 1);
+}
+
+#[test]
+fn extensions_transform_and_drop_messages_in_both_directions() {
+    let server = server::echo_server(None);
+    let url = server.url();
+    let connector = ConnectorBuilder::new(move || connect(url.clone()))
+        .layer(ExtensionLayer::outbound(|m: Message| match m.to_text() {
+            Ok("secret") => None,
+            Ok(text) => Some(Message::text(format!("out:{text}"))),
+            Err(_) => Some(m),
+        }))
+        .layer(ExtensionLayer::inbound(|m: Message| match m.to_text() {
+            Ok(text) if text.contains("skip") => None,
+            Ok(text) => Some(Message::text(format!("{text}:in"))),
+            Err(_) => Some(m),
+        }));
+    let mut ws = ReconnectingStream::new(connector);
+    smol::block_on(async {
+        ws.send(Message::text("secret")).await.unwrap();
+        ws.send(Message::text("skip")).await.unwrap();
+        ws.send(Message::text("a")).await.unwrap();
+        // "secret" never left; "out:skip" came back and was dropped inbound; "out:a" came back transformed.
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("out:a:in"));
+    });
+}
