@@ -15,7 +15,7 @@ use futures_core::Stream;
 use futures_sink::Sink;
 use pin_project_lite::pin_project;
 
-use self::state::{Core, State};
+use self::state::{Core, State, StateProj};
 use self::waker::{Side, WakerSlots};
 use crate::classify::{Classify, DefaultClassifier};
 use crate::error::{BoxError, Error};
@@ -230,7 +230,29 @@ where
 {
     type Item = Result<T, Error>;
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+    #[inline]
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        // Fast path: connected with nothing to write, the common case of a busy reader.
+        let this = self.as_mut().project();
+        if this.core.queue.is_empty() && this.core.unflushed.is_empty() {
+            if let StateProj::Connected { conn } = this.state.project() {
+                match conn.poll_next(cx) {
+                    Poll::Ready(Some(Ok(item))) => return Poll::Ready(Some(Ok(item))),
+                    Poll::Pending => {
+                        self.core.wakers.register(Side::Read, cx.waker());
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Some(Err(error))) => {
+                        let failure = self.core.read_failure(Some(error.into()));
+                        self.as_mut().fail_connection(failure, Side::Read);
+                    }
+                    Poll::Ready(None) => {
+                        let failure = self.core.read_failure(None);
+                        self.as_mut().fail_connection(failure, Side::Read);
+                    }
+                }
+            }
+        }
         self.poll_read(cx)
     }
 }

@@ -256,6 +256,18 @@ impl<I> Core<I> {
         }
     }
 
+    /// The failure for a read error (`Some`) or the end of the connection's stream (`None`).
+    pub(crate) fn read_failure(&self, error: Option<BoxError>) -> Failure {
+        let generation = self.generation;
+        match error {
+            Some(error) => Failure::Read {
+                generation,
+                source: share(error),
+            },
+            None => Failure::Ended { generation },
+        }
+    }
+
     /// Writes the queue to `conn` and flushes it. `Ready(Ok)` once everything accepted so far is flushed.
     pub(crate) fn poll_write<S>(&mut self, mut conn: Pin<&mut S>, cx: &mut Context<'_>) -> Poll<Result<(), Failure>>
     where
@@ -465,14 +477,10 @@ where
                     continue;
                 }
             }
-            let generation = core.generation;
             let failure = match conn.poll_next(cx) {
                 Poll::Ready(Some(Ok(item))) => return Poll::Ready(Some(Ok(item))),
-                Poll::Ready(Some(Err(error))) => Failure::Read {
-                    generation,
-                    source: share(error),
-                },
-                Poll::Ready(None) => Failure::Ended { generation },
+                Poll::Ready(Some(Err(error))) => core.read_failure(Some(error.into())),
+                Poll::Ready(None) => core.read_failure(None),
                 Poll::Pending => {
                     core.wakers.register(Side::Read, cx.waker());
                     return Poll::Pending;
