@@ -339,3 +339,52 @@ fn extensions_transform_and_drop_messages_in_both_directions() {
         assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("out:a:in"));
     });
 }
+
+/// A writer that appends everything to a shared buffer, for capturing tracing output.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn logging_never_shows_the_token_even_when_it_sees_the_auth_frames() {
+    use stream_tungstenite::extension::LoggingLayer;
+    const TOKEN: &str = "s3cr3t-t0ken-value";
+    let server = feed_server(Feed {
+        updates: 2,
+        ..Feed::default()
+    });
+    let url = server.url();
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        // The logging layer sits inside the handshakes: it sees the auth frame with the token in it.
+        let connector = ConnectorBuilder::new(move || connect(url.clone()))
+            .layer(chain_handshakers!(auth(TOKEN), subscribe()))
+            .layer(LoggingLayer::new());
+        let mut ws: ReconnectingStream<_, Message> = ReconnectingStream::new(connector);
+        smol::block_on(async {
+            for _ in 0..2 {
+                assert!(is_type(&ws.next().await.unwrap().unwrap(), "update"));
+            }
+        });
+    });
+    let output = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(output.contains("auth"), "the auth frame was logged: {output}");
+    assert!(output.contains("update"), "{output}");
+    assert!(!output.contains(TOKEN), "the token leaked into the log:\n{output}");
+    assert!(server.log().iter().any(|l| l.contains(TOKEN)), "the server did get the token");
+}
