@@ -526,3 +526,49 @@ fn the_negotiated_subprotocol_is_readable() {
     let connection = smol::block_on(stream_tungstenite::Connect::connect(&mut connector2)).unwrap();
     assert_eq!(connection.protocol(), Some("a.v1"));
 }
+
+#[test]
+fn a_url_provider_is_asked_on_every_attempt() {
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("ws://{}/", listener.local_addr().unwrap())
+    };
+    let server = server::echo_server(None);
+    let live = server.url();
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = Arc::clone(&asked);
+    // The first attempt goes to a dead address, every later one to the live server.
+    let connector = WsConnector::builder_with_url_provider(move || {
+        match counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+            0 => dead.clone(),
+            _ => live.clone(),
+        }
+    })
+    .build();
+    let mut ws = ReconnectingStream::new(connector).with_retry(ExponentialBackoff::new(
+        Duration::from_millis(1),
+        Duration::from_millis(5),
+    ));
+    smol::block_on(async {
+        ws.send(Message::text("via provider")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("via provider"));
+    });
+    assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(server.accepted(), 1);
+}
+
+#[test]
+fn tcp_nodelay_is_on_and_keepalive_is_set_when_asked() {
+    let server = server::echo_server(None);
+    let mut plain = WsConnector::new(server.url());
+    let mut keepalive = WsConnector::builder(server.url())
+        .tcp_keepalive(Duration::from_secs(30))
+        .build();
+    let options = |connector: &mut WsConnector| {
+        let connection = smol::block_on(stream_tungstenite::Connect::connect(connector)).unwrap();
+        let socket = socket2::SockRef::from(connection.get_ref().get_ref().tcp().get_ref());
+        (socket.tcp_nodelay().unwrap(), socket.keepalive().unwrap())
+    };
+    assert_eq!(options(&mut plain), (true, false));
+    assert_eq!(options(&mut keepalive), (true, true));
+}
