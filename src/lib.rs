@@ -41,6 +41,7 @@
 //! None yet: the crate builds with no optional features.
 
 mod classify;
+pub mod client;
 mod connect;
 mod error;
 mod event;
@@ -53,6 +54,7 @@ pub mod retry;
 pub mod time;
 pub mod ws;
 
+pub use crate::client::{ClientConfig, ClientError, WebSocketClient};
 pub use crate::ws::{connect, ConnectError, WsConnection, WsConnector};
 pub use async_tungstenite::tungstenite;
 
@@ -64,6 +66,19 @@ pub use crate::join::{join, Join};
 pub use crate::reconnect::{
     ReconnectingStream, DEFAULT_CLOSE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_QUEUE_CAPACITY, DEFAULT_STABLE_AFTER,
 };
+
+/// The names most programs need: `use stream_tungstenite::prelude::*;`.
+pub mod prelude {
+    pub use crate::client::{
+        ClientConfig, ClientError, ClientState, DisconnectReason, ReceiveError, SendError, Sender, Subscription,
+        WebSocketClient,
+    };
+    pub use crate::handshake::{AuthHandshaker, HandshakeError, SubscribeHandshaker};
+    pub use crate::retry::{ExponentialBackoff, FixedDelay, NoRetry, RetryPolicy};
+    pub use crate::tungstenite::Message;
+    pub use crate::ws::{ConnectError, ConnectionError};
+    pub use crate::{connect, ConnectionState, Error, Event, ReconnectingStream};
+}
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -21,6 +21,11 @@ impl ChainedHandshaker {
         }
     }
 
+    /// A chain of already shared steps (run in order).
+    pub fn from_steps(steps: Vec<Arc<dyn Handshake>>) -> Self {
+        Self { steps }
+    }
+
     /// Adds `next` after the steps so far.
     pub fn then(mut self, next: impl Handshake) -> Self {
         self.steps.push(Arc::new(next));

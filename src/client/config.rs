@@ -1,0 +1,117 @@
+//! [`ClientConfig`]: the tunables of a [`WebSocketClient`](super::WebSocketClient), with presets.
+
+use std::time::Duration;
+
+/// Tunables of a [`WebSocketClient`](super::WebSocketClient). Every setter is `with_*`; the defaults are
+/// documented on each field.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// Messages buffered per subscriber before the slowest one starts to lag (it is then told how many it
+    /// missed). Default 1024.
+    pub subscriber_capacity: usize,
+    /// Outgoing messages queued by [`Sender`](super::Sender)s while disconnected or busy. Default 1024.
+    pub send_capacity: usize,
+    /// Events buffered per event subscriber. Default 256.
+    pub event_capacity: usize,
+    /// No inbound frame for this long means the connection is dead: reconnect. Default: none.
+    pub receive_timeout: Option<Duration>,
+    /// Ping every interval and expect a frame within the timeout. Default: none.
+    pub heartbeat: Option<(Duration, Duration)>,
+    /// Per-attempt connect timeout (TCP, TLS, upgrade and handshakes). Default 30 s.
+    pub connect_timeout: Duration,
+    /// How long a connection must stay up for the backoff to reset. Default 5 s.
+    pub stable_after: Duration,
+    /// How long a graceful shutdown waits for the server's Close. Default 5 s.
+    pub close_timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            subscriber_capacity: 1024,
+            send_capacity: 1024,
+            event_capacity: 256,
+            receive_timeout: None,
+            heartbeat: None,
+            connect_timeout: Duration::from_secs(30),
+            stable_after: Duration::from_secs(5),
+            close_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Preset for latency-sensitive feeds: 10 s connect timeout, 2 s stability, heartbeat every 5 s with a
+    /// 5 s timeout. Pair it with [`ExponentialBackoff::fast`](crate::retry::ExponentialBackoff::fast).
+    pub fn fast_reconnect() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            stable_after: Duration::from_secs(2),
+            heartbeat: Some((Duration::from_secs(5), Duration::from_secs(5))),
+            ..Self::default()
+        }
+    }
+
+    /// Preset for long-lived connections over unreliable networks: 60 s connect timeout, 30 s stability,
+    /// heartbeat every 30 s with a 10 s timeout, larger buffers (4096). Pair it with
+    /// [`ExponentialBackoff::conservative`](crate::retry::ExponentialBackoff::conservative).
+    pub fn stable_connection() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(60),
+            stable_after: Duration::from_secs(30),
+            heartbeat: Some((Duration::from_secs(30), Duration::from_secs(10))),
+            subscriber_capacity: 4096,
+            send_capacity: 4096,
+            ..Self::default()
+        }
+    }
+
+    /// Sets [`subscriber_capacity`](Self::subscriber_capacity) (0 is taken as 1).
+    pub fn with_subscriber_capacity(mut self, capacity: usize) -> Self {
+        self.subscriber_capacity = capacity.max(1);
+        self
+    }
+
+    /// Sets [`send_capacity`](Self::send_capacity) (0 is taken as 1).
+    pub fn with_send_capacity(mut self, capacity: usize) -> Self {
+        self.send_capacity = capacity.max(1);
+        self
+    }
+
+    /// Sets [`event_capacity`](Self::event_capacity) (0 is taken as 1).
+    pub fn with_event_capacity(mut self, capacity: usize) -> Self {
+        self.event_capacity = capacity.max(1);
+        self
+    }
+
+    /// Sets [`receive_timeout`](Self::receive_timeout).
+    pub fn with_receive_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.receive_timeout = timeout.into();
+        self
+    }
+
+    /// Sets [`heartbeat`](Self::heartbeat).
+    pub fn with_heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.heartbeat = Some((interval, timeout));
+        self
+    }
+
+    /// Sets [`connect_timeout`](Self::connect_timeout).
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets [`stable_after`](Self::stable_after).
+    pub fn with_stable_after(mut self, stable_after: Duration) -> Self {
+        self.stable_after = stable_after;
+        self
+    }
+
+    /// Sets [`close_timeout`](Self::close_timeout).
+    pub fn with_close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
+        self
+    }
+}

@@ -1,0 +1,724 @@
+//! [`WebSocketClient`]: the high-level client — one driver future, any number of subscribers, a cloneable
+//! sender, events, a state snapshot and a graceful shutdown — on any runtime.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use std::{sync::Arc, time::Duration};
+//! use stream_tungstenite::prelude::*;
+//!
+//! # async fn demo() {
+//! let client = WebSocketClient::builder("wss://example.com/ws")
+//!     .receive_timeout(Duration::from_secs(30))
+//!     .build();
+//! let mut messages = client.subscribe();
+//! let client = Arc::new(client);
+//! let driver = { let client = client.clone(); async move { client.run().await } };
+//! // spawn `driver` on tokio, async-std or smol
+//! # drop(driver);
+//! while let Ok(msg) = messages.recv().await {
+//!     println!("Received: {:?}", msg);
+//! }
+//! # }
+//! ```
+
+mod config;
+mod erased;
+mod handles;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use async_tungstenite::tungstenite::http::HeaderMap;
+use async_tungstenite::tungstenite::Message;
+use event_listener::{Event as Notify, EventListener};
+use futures_core::Stream;
+use futures_rustls::rustls::pki_types::CertificateDer;
+use futures_rustls::rustls::ClientConfig as RustlsConfig;
+use futures_sink::Sink;
+use tower_layer::Layer;
+
+pub use self::config::ClientConfig;
+use self::erased::IdleTimeout;
+pub use self::erased::{BoxConnectFuture, BoxConnection, Connection, ErasedConnector, ReceiveTimeout};
+pub use self::handles::{ClientState, DisconnectReason, ReceiveError, SendError, Sender, Subscription};
+use crate::extension::{Extension, ExtensionLayer, HeartbeatLayer};
+use crate::handshake::{ChainedHandshaker, Handshake, HandshakeLayer};
+use crate::retry::{ExponentialBackoff, NoRetry, RetryPolicy};
+use crate::time::{AsyncIoTimer, Timer};
+use crate::ws::WsConnector;
+use crate::{BoxError, ConnectionState, Event, ReconnectingStream};
+
+/// Why [`WebSocketClient::run`] ended with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// `run()` is already running on this client.
+    #[error("the client is already running")]
+    AlreadyRunning,
+    /// The connection ended for good: the retry policy gave up or a failure was fatal (e.g. HTTP 401, a
+    /// certificate error, a rejected handshake).
+    #[error("the connection ended for good")]
+    Terminated(#[source] crate::Error),
+}
+
+type RetryFactory = Arc<dyn Fn() -> Box<dyn RetryPolicy> + Send + Sync>;
+type LayerFn = Arc<dyn Fn(ErasedConnector) -> ErasedConnector + Send + Sync>;
+
+/// State shared by the client, its senders and its driver.
+pub(crate) struct Shared {
+    config: ClientConfig,
+    timer: Arc<dyn Timer>,
+    running: AtomicBool,
+    shutdown: AtomicBool,
+    close_timeout_ms: AtomicU64,
+    wake_driver: Notify,
+    stopped: Notify,
+    messages: async_broadcast::Sender<Arc<Message>>,
+    _messages_keepalive: async_broadcast::InactiveReceiver<Arc<Message>>,
+    events: async_broadcast::Sender<Event>,
+    _events_keepalive: async_broadcast::InactiveReceiver<Event>,
+    outgoing: async_channel::Receiver<Message>,
+    leftover: Mutex<VecDeque<Message>>,
+    messages_in: AtomicU64,
+    messages_out: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    detail: Mutex<Detail>,
+}
+
+#[derive(Debug, Default)]
+struct Detail {
+    status: Option<ConnectionState>,
+    generation: u64,
+    connected_at: Option<SystemTime>,
+    connections: u64,
+    failed_attempts: u64,
+    last_error: Option<String>,
+    last_disconnect: Option<DisconnectReason>,
+}
+
+impl Shared {
+    fn detail(&self) -> MutexGuard<'_, Detail> {
+        self.detail.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn leftover(&self) -> MutexGuard<'_, VecDeque<Message>> {
+        self.leftover.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records an event in the state and forwards it to event subscribers (never blocking).
+    fn on_event(&self, event: &Event) {
+        {
+            let mut detail = self.detail();
+            match event {
+                Event::Connecting { attempt } => {
+                    detail.status = Some(ConnectionState::Connecting { attempt: *attempt })
+                }
+                Event::Connected { .. } => {
+                    detail.connections += 1;
+                    detail.generation = detail.connections;
+                    detail.connected_at = Some(SystemTime::now());
+                    detail.status = Some(ConnectionState::Connected {
+                        generation: detail.generation,
+                    });
+                }
+                Event::ConnectFailed { failure } | Event::HandshakeFailed { failure, .. } => {
+                    detail.failed_attempts += 1;
+                    detail.last_error = Some(describe(failure));
+                }
+                Event::Disconnected { uptime, reason, .. } => {
+                    detail.connected_at = None;
+                    detail.last_error = Some(describe(reason));
+                    detail.last_disconnect = Some(DisconnectReason {
+                        generation: detail.generation,
+                        close_code: reason.close_code(),
+                        reason: describe(reason),
+                        uptime: *uptime,
+                    });
+                }
+                Event::RetryScheduled { attempt, delay, .. } => {
+                    detail.status = Some(ConnectionState::Backoff {
+                        attempt: *attempt,
+                        delay: *delay,
+                    })
+                }
+                Event::GaveUp { reason, .. } => {
+                    detail.connected_at = None;
+                    detail.last_error = Some(describe(reason));
+                    detail.status = Some(ConnectionState::Terminated);
+                }
+                Event::Closed { .. } => {
+                    detail.connected_at = None;
+                    detail.status = Some(ConnectionState::Closed);
+                }
+            }
+        }
+        let _ = self.events.try_broadcast(event.clone());
+    }
+}
+
+/// A failure and its causes, in one line.
+fn describe(failure: &crate::Failure) -> String {
+    let mut text = failure.to_string();
+    let mut source = std::error::Error::source(failure);
+    while let Some(error) = source {
+        text.push_str(": ");
+        text.push_str(&error.to_string());
+        source = error.source();
+    }
+    text
+}
+
+/// A WebSocket client that keeps its connection alive; see the [module docs](self).
+///
+/// Build it with [`WebSocketClient::builder`], then spawn [`run`](Self::run) (a single driver future) on any
+/// runtime. Read with [`subscribe`](Self::subscribe), write with [`sender`](Self::sender), watch
+/// [`subscribe_events`](Self::subscribe_events) and [`state`](Self::state), and stop with
+/// [`shutdown`](Self::shutdown); the client can run again afterwards.
+pub struct WebSocketClient {
+    shared: Arc<Shared>,
+    tx: async_channel::Sender<Message>,
+    url: String,
+    connector: WsConnector,
+    retry: RetryFactory,
+    handshakers: Vec<Arc<dyn Handshake>>,
+    layers: Vec<LayerFn>,
+}
+
+impl fmt::Debug for WebSocketClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebSocketClient")
+            .field("url", &self.url)
+            .field("connector", &self.connector)
+            .field("config", &self.shared.config)
+            .field("running", &self.shared.running.load(Ordering::SeqCst))
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebSocketClient {
+    /// Starts building a client for `url`.
+    pub fn builder(url: impl Into<String>) -> ClientBuilder {
+        ClientBuilder::new(url.into())
+    }
+
+    /// A client for `url` with the defaults.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self::builder(url).build()
+    }
+
+    /// A new subscriber to inbound messages (those received from now on). Messages are shared, not copied,
+    /// between subscribers.
+    pub fn subscribe(&self) -> Subscription<Arc<Message>> {
+        Subscription {
+            rx: self.shared.messages.new_receiver(),
+        }
+    }
+
+    /// A new subscriber to connection [`Event`]s.
+    pub fn subscribe_events(&self) -> Subscription<Event> {
+        Subscription {
+            rx: self.shared.events.new_receiver(),
+        }
+    }
+
+    /// A cloneable sender, valid across reconnects and runs.
+    pub fn sender(&self) -> Sender {
+        Sender {
+            tx: self.tx.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Queues a message; see [`Sender::send`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Sender::send`].
+    pub async fn send(&self, message: Message) -> Result<(), SendError> {
+        self.sender().send(message).await
+    }
+
+    /// Queues a message if there is room; see [`Sender::try_send`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Sender::try_send`].
+    pub fn try_send(&self, message: Message) -> Result<(), SendError> {
+        self.sender().try_send(message)
+    }
+
+    /// Queues a message, waiting at most `timeout`; see [`Sender::send_timeout`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Sender::send_timeout`].
+    pub async fn send_timeout(&self, message: Message, timeout: Duration) -> Result<(), SendError> {
+        self.sender().send_timeout(message, timeout).await
+    }
+
+    /// Queues a text message.
+    ///
+    /// # Errors
+    ///
+    /// As [`Sender::send`].
+    pub async fn send_text(&self, text: impl Into<String>) -> Result<(), SendError> {
+        self.sender().send_text(text).await
+    }
+
+    /// Queues a binary message.
+    ///
+    /// # Errors
+    ///
+    /// As [`Sender::send`].
+    pub async fn send_binary(&self, data: impl Into<async_tungstenite::tungstenite::Bytes>) -> Result<(), SendError> {
+        self.sender().send_binary(data).await
+    }
+
+    /// A snapshot of the state and counters; cheap, callable at any time.
+    pub fn state(&self) -> ClientState {
+        let detail = self.shared.detail();
+        let running = self.shared.running.load(Ordering::SeqCst);
+        ClientState {
+            status: detail.status.unwrap_or(ConnectionState::Idle),
+            generation: detail.generation,
+            connected_at: detail.connected_at,
+            reconnects: detail.connections.saturating_sub(1),
+            failed_attempts: detail.failed_attempts,
+            messages_sent: self.shared.messages_out.load(Ordering::Relaxed),
+            messages_received: self.shared.messages_in.load(Ordering::Relaxed),
+            bytes_sent: self.shared.bytes_out.load(Ordering::Relaxed),
+            bytes_received: self.shared.bytes_in.load(Ordering::Relaxed),
+            last_error: detail.last_error.clone(),
+            last_disconnect: detail.last_disconnect.clone(),
+            running,
+        }
+    }
+
+    /// Whether a connection is up.
+    pub fn is_connected(&self) -> bool {
+        self.state().is_connected()
+    }
+
+    /// Takes back the messages a finished run could not send (they would otherwise go out first on the next
+    /// run).
+    pub fn take_unsent(&self) -> Vec<Message> {
+        self.shared.leftover().drain(..).collect()
+    }
+
+    /// Connects and keeps the connection alive until [`shutdown`](Self::shutdown) or a terminal failure:
+    /// forwards inbound messages to subscribers and queued messages to the connection. Spawn it on any
+    /// runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::AlreadyRunning`] if another `run()` is in progress; [`ClientError::Terminated`] when the
+    /// retry policy gives up or a failure is fatal. A shutdown ends it with `Ok(())`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future drops the connection; messages it had accepted but not sent are kept for the next
+    /// run (see [`take_unsent`](Self::take_unsent)).
+    pub async fn run(&self) -> Result<(), ClientError> {
+        if self.shared.running.swap(true, Ordering::SeqCst) {
+            return Err(ClientError::AlreadyRunning);
+        }
+        self.shared.shutdown.store(false, Ordering::SeqCst);
+        let guard = RunGuard {
+            shared: Arc::clone(&self.shared),
+        };
+        let shared = Arc::clone(&self.shared);
+        let config = &self.shared.config;
+        let stream = ReconnectingStream::new(self.connector())
+            .with_retry((self.retry)())
+            .with_timer(TimerRef(Arc::clone(&self.shared.timer)))
+            .with_connect_timeout(config.connect_timeout)
+            .with_stable_after(config.stable_after)
+            .with_close_timeout(config.close_timeout)
+            .with_observer(move |event: &Event| shared.on_event(event));
+        let mut driver = Driver {
+            stream,
+            shared: Arc::clone(&self.shared),
+            outgoing: Box::pin(self.shared.outgoing.clone()),
+            pending: self.shared.leftover().drain(..).collect(),
+            listener: None,
+            closing: None,
+        };
+        let outcome = futures_util::future::poll_fn(|cx| Pin::new(&mut driver).poll_drive(cx)).await;
+        driver.keep_unsent();
+        drop(guard);
+        outcome
+    }
+
+    /// Sends Close, stops retrying (interrupting a backoff or a connect in progress) and returns once `run()`
+    /// has ended; waits at most the configured close timeout for the server's Close. Returns at once if the
+    /// client is not running.
+    pub async fn shutdown(&self) {
+        self.shutdown_graceful(self.shared.config.close_timeout).await;
+    }
+
+    /// As [`shutdown`](Self::shutdown), waiting at most `timeout` for the close handshake.
+    pub async fn shutdown_graceful(&self, timeout: Duration) {
+        let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self.shared.close_timeout_ms.store(millis, Ordering::SeqCst);
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        self.shared.wake_driver.notify(usize::MAX);
+        loop {
+            if !self.shared.running.load(Ordering::SeqCst) {
+                return;
+            }
+            let listener = self.shared.stopped.listen();
+            if !self.shared.running.load(Ordering::SeqCst) {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    /// The connector stack for one run: transport, handshakes, receive timeout, heartbeat, user layers.
+    fn connector(&self) -> ErasedConnector {
+        let timer = Arc::clone(&self.shared.timer);
+        let mut connector = ErasedConnector::new(self.connector.clone());
+        if !self.handshakers.is_empty() {
+            let chain = ChainedHandshaker::from_steps(self.handshakers.clone());
+            connector = ErasedConnector::new(
+                HandshakeLayer::new(chain)
+                    .with_timer(TimerRef(Arc::clone(&timer)))
+                    .layer(connector),
+            );
+        }
+        if let Some(timeout) = self.shared.config.receive_timeout {
+            let timer = Arc::clone(&timer);
+            connector = connector
+                .map_connection(move |conn: BoxConnection| IdleTimeout::wrap(conn, timeout, Arc::clone(&timer)));
+        }
+        if let Some((interval, timeout)) = self.shared.config.heartbeat {
+            connector = ErasedConnector::new(
+                HeartbeatLayer::new(interval, timeout)
+                    .with_timer(TimerRef(Arc::clone(&timer)))
+                    .layer(connector),
+            );
+        }
+        for layer in &self.layers {
+            connector = layer(connector);
+        }
+        connector
+    }
+}
+
+/// Shares the client's timer with the layers.
+#[derive(Clone)]
+struct TimerRef(Arc<dyn Timer>);
+
+impl Timer for TimerRef {
+    fn now(&self) -> std::time::Instant {
+        self.0.now()
+    }
+
+    fn sleep_until(&self, deadline: std::time::Instant) -> crate::time::Sleep {
+        self.0.sleep_until(deadline)
+    }
+}
+
+/// Marks the client stopped when `run()` ends, however it ends.
+struct RunGuard {
+    shared: Arc<Shared>,
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        self.shared.running.store(false, Ordering::SeqCst);
+        self.shared.stopped.notify(usize::MAX);
+    }
+}
+
+/// Inbound messages handled per poll before yielding to the executor (fairness).
+const BUDGET: usize = 128;
+
+/// The driver of one run: moves queued messages into the stream, inbound messages to subscribers.
+struct Driver {
+    stream: ReconnectingStream<ErasedConnector, Message>,
+    shared: Arc<Shared>,
+    outgoing: Pin<Box<async_channel::Receiver<Message>>>,
+    /// Taken from the channel (or left by the previous run), not yet accepted by the stream.
+    pending: VecDeque<Message>,
+    listener: Option<EventListener>,
+    closing: Option<crate::time::Sleep>,
+}
+
+impl Driver {
+    fn keep_unsent(&mut self) {
+        let unsent = Pin::new(&mut self.stream).take_unsent();
+        let mut leftover = self.shared.leftover();
+        for message in unsent.into_iter().chain(self.pending.drain(..)) {
+            leftover.push_back(message);
+        }
+    }
+
+    fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ClientError>> {
+        if self.shutdown_requested(cx) {
+            return self.poll_shutdown(cx);
+        }
+        // Outgoing: from the queue into the stream while it has room, then flush.
+        loop {
+            if self.pending.is_empty() {
+                match self.outgoing.as_mut().poll_next(cx) {
+                    Poll::Ready(Some(message)) => self.pending.push_back(message),
+                    _ => break,
+                }
+            }
+            match Pin::new(&mut self.stream).poll_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    if let Some(message) = self.pending.pop_front() {
+                        self.shared.messages_out.fetch_add(1, Ordering::Relaxed);
+                        self.shared.bytes_out.fetch_add(message.len() as u64, Ordering::Relaxed);
+                        if let Err(error) = Pin::new(&mut self.stream).start_send(message) {
+                            return Poll::Ready(Err(ClientError::Terminated(error)));
+                        }
+                    }
+                }
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(ClientError::Terminated(error))),
+                Poll::Pending => break,
+            }
+        }
+        if let Poll::Ready(Err(error)) = Pin::new(&mut self.stream).poll_flush(cx) {
+            return Poll::Ready(Err(ClientError::Terminated(error)));
+        }
+        // Inbound: to every subscriber, never waiting for a slow one.
+        for _ in 0..BUDGET {
+            match Pin::new(&mut self.stream).poll_next(cx) {
+                Poll::Ready(Some(Ok(message))) => {
+                    self.shared.messages_in.fetch_add(1, Ordering::Relaxed);
+                    self.shared.bytes_in.fetch_add(message.len() as u64, Ordering::Relaxed);
+                    let _ = self.shared.messages.try_broadcast(Arc::new(message));
+                }
+                Poll::Ready(Some(Err(error))) => return Poll::Ready(Err(ClientError::Terminated(error))),
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        // More inbound work is waiting: let other tasks run, then continue.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    fn shutdown_requested(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            if self.shared.shutdown.load(Ordering::SeqCst) {
+                return true;
+            }
+            match self.listener.as_mut() {
+                None => self.listener = Some(self.shared.wake_driver.listen()),
+                Some(listener) => match Pin::new(listener).poll(cx) {
+                    Poll::Ready(()) => self.listener = None,
+                    Poll::Pending => return false,
+                },
+            }
+        }
+    }
+
+    /// Closes the stream (flush, Close frame, wait for the server's), bounded by the shutdown timeout.
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ClientError>> {
+        if self.closing.is_none() {
+            let timeout = Duration::from_millis(self.shared.close_timeout_ms.load(Ordering::SeqCst));
+            let deadline = self.shared.timer.now().checked_add(timeout);
+            self.closing = Some(match deadline {
+                Some(deadline) => self.shared.timer.sleep_until(deadline),
+                None => Box::pin(futures_util::future::pending()),
+            });
+        }
+        if Pin::new(&mut self.stream).poll_close(cx).is_ready() {
+            return Poll::Ready(Ok(()));
+        }
+        match self.closing.as_mut().map(|sleep| sleep.as_mut().poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Ok(())),
+            _ => Poll::Pending,
+        }
+    }
+}
+
+/// Builds a [`WebSocketClient`]; made by [`WebSocketClient::builder`].
+pub struct ClientBuilder {
+    url: String,
+    connector: crate::ws::WsConnectorBuilder,
+    config: ClientConfig,
+    retry: RetryFactory,
+    handshakers: Vec<Arc<dyn Handshake>>,
+    layers: Vec<LayerFn>,
+    timer: Arc<dyn Timer>,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("url", &self.url)
+            .field("config", &self.config)
+            .field("handshakers", &self.handshakers.len())
+            .field("layers", &self.layers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    fn new(url: String) -> Self {
+        Self {
+            connector: WsConnector::builder(url.clone()),
+            url,
+            config: ClientConfig::default(),
+            retry: Arc::new(|| Box::new(ExponentialBackoff::default())),
+            handshakers: Vec::new(),
+            layers: Vec::new(),
+            timer: Arc::new(AsyncIoTimer),
+        }
+    }
+
+    /// Replaces the configuration.
+    pub fn config(mut self, config: ClientConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Reconnects when no message arrives for this long.
+    pub fn receive_timeout(mut self, timeout: Duration) -> Self {
+        self.config.receive_timeout = Some(timeout);
+        self
+    }
+
+    /// Pings every `interval`; no frame within `timeout` of a ping means the connection is dead.
+    pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.config.heartbeat = Some((interval, timeout));
+        self
+    }
+
+    /// Sets the retry policy (cloned for each run).
+    pub fn retry_strategy(mut self, policy: impl RetryPolicy + Clone + Sync + 'static) -> Self {
+        self.retry = Arc::new(move || Box::new(policy.clone()));
+        self
+    }
+
+    /// Exponential backoff from `initial` to `max`, growing by `factor`, with the default (equal) jitter.
+    pub fn exponential_backoff(self, initial: Duration, max: Duration, factor: f64) -> Self {
+        self.retry_strategy(ExponentialBackoff::new(initial, max).factor(factor))
+    }
+
+    /// Never retries: the first failure ends `run()`.
+    pub fn no_retry(self) -> Self {
+        self.retry_strategy(NoRetry)
+    }
+
+    /// Adds a handshake, run on every connection after those added before it.
+    pub fn handshaker(mut self, handshaker: impl Handshake) -> Self {
+        self.handshakers.push(Arc::new(handshaker));
+        self
+    }
+
+    /// Adds a message extension (cloned per connection).
+    pub fn extension(self, extension: impl Extension<Message> + Clone + Sync + 'static) -> Self {
+        self.layer(ExtensionLayer::new(extension))
+    }
+
+    /// Adds any connector layer whose connections carry [`Message`]s. Layers added first are outermost.
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<ErasedConnector> + Send + Sync + 'static,
+        L::Service: crate::Connect + Send + 'static,
+        <L::Service as crate::Connect>::Future: Send + 'static,
+        <L::Service as crate::Connect>::Connection:
+            Stream<Item = Result<Message, BoxError>> + Sink<Message, Error = BoxError> + Send + Unpin + 'static,
+    {
+        self.layers
+            .push(Arc::new(move |inner| ErasedConnector::new(layer.layer(inner))));
+        self
+    }
+
+    /// Adds a header to every upgrade request.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.connector = self.connector.header(name, value);
+        self
+    }
+
+    /// Adds headers from a provider called on every attempt (a refreshed token is used on the next dial).
+    pub fn header_provider(mut self, provider: impl Fn() -> HeaderMap + Send + Sync + 'static) -> Self {
+        self.connector = self.connector.header_provider(provider);
+        self
+    }
+
+    /// Offers a subprotocol.
+    pub fn subprotocol(mut self, protocol: impl Into<String>) -> Self {
+        self.connector = self.connector.subprotocol(protocol);
+        self
+    }
+
+    /// Trusts an extra root certificate for `wss://`.
+    pub fn add_root_certificate(mut self, certificate: CertificateDer<'static>) -> Self {
+        self.connector = self.connector.add_root_certificate(certificate);
+        self
+    }
+
+    /// Uses this rustls configuration for `wss://`.
+    pub fn rustls_config(mut self, config: Arc<RustlsConfig>) -> Self {
+        self.connector = self.connector.rustls_config(config);
+        self
+    }
+
+    /// Sets tungstenite's limits and buffer sizes.
+    pub fn websocket_config(mut self, config: async_tungstenite::tungstenite::protocol::WebSocketConfig) -> Self {
+        self.connector = self.connector.websocket_config(config);
+        self
+    }
+
+    /// Uses `timer` for every delay and timeout (for tests: a [`ManualClock`](crate::time::ManualClock)).
+    pub fn timer(mut self, timer: impl Timer + 'static) -> Self {
+        self.timer = Arc::new(timer);
+        self
+    }
+
+    /// Builds the client.
+    pub fn build(self) -> WebSocketClient {
+        let config = self.config;
+        let (mut messages, messages_rx) = async_broadcast::broadcast(config.subscriber_capacity.max(1));
+        messages.set_overflow(true);
+        messages.set_await_active(false);
+        let (mut events, events_rx) = async_broadcast::broadcast(config.event_capacity.max(1));
+        events.set_overflow(true);
+        events.set_await_active(false);
+        let (tx, rx) = async_channel::bounded(config.send_capacity.max(1));
+        let close_timeout_ms = u64::try_from(config.close_timeout.as_millis()).unwrap_or(u64::MAX);
+        let shared = Arc::new(Shared {
+            config,
+            timer: self.timer,
+            running: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+            close_timeout_ms: AtomicU64::new(close_timeout_ms),
+            wake_driver: Notify::new(),
+            stopped: Notify::new(),
+            messages,
+            _messages_keepalive: messages_rx.deactivate(),
+            events,
+            _events_keepalive: events_rx.deactivate(),
+            outgoing: rx,
+            leftover: Mutex::new(VecDeque::new()),
+            messages_in: AtomicU64::new(0),
+            messages_out: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            detail: Mutex::new(Detail::default()),
+        });
+        WebSocketClient {
+            shared,
+            tx,
+            url: self.url,
+            connector: self.connector.build(),
+            retry: self.retry,
+            handshakers: self.handshakers,
+            layers: self.layers,
+        }
+    }
+}
