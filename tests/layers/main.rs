@@ -386,5 +386,8 @@ fn logging_never_shows_the_token_even_when_it_sees_the_auth_frames() {
     assert!(output.contains("auth"), "the auth frame was logged: {output}");
     assert!(output.contains("update"), "{output}");
     assert!(!output.contains(TOKEN), "the token leaked into the log:\n{output}");
-    assert!(server.log().iter().any(|l| l.contains(TOKEN)), "the server did get the token");
+    assert!(
+        server.log().iter().any(|l| l.contains(TOKEN)),
+        "the server did get the token"
+    );
 }
