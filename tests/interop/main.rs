@@ -4,6 +4,8 @@
 //! tests/peers/node_modules). Without them, each test prints what to install and passes as skipped; with
 //! `CI=true` a missing peer fails the run.
 
+#[path = "../support/lockstep.rs"]
+mod lockstep;
 #[path = "../support/peers.rs"]
 mod peers;
 
@@ -63,51 +65,23 @@ fn echo() {
 fn drop_every_n_loses_nothing_queued() {
     for peer in peers(&["--mode", "drop", "--n", "10"]) {
         let url = peer.url();
-        let (tx, mut connected) = mpsc::unbounded();
+        let (observer, mut connected) = lockstep::connected_channel();
         let mut ws = ReconnectingStream::new(move || connect(url.clone()))
             .with_retry(ExponentialBackoff::new(
                 Duration::from_millis(2),
                 Duration::from_millis(50),
             ))
-            .with_observer(move |event: &Event| {
-                if let Event::Connected { generation, .. } = event {
-                    let _ = tx.unbounded_send(*generation);
-                }
-            });
-        let mut echoed = Vec::new();
-        smol::block_on(async {
-            for n in 0..100u32 {
-                ws.send(Message::text(n.to_string())).await.unwrap();
-                let mut sent_on = ws.generation();
-                loop {
-                    match select(ws.next(), connected.next()).await {
-                        Either::Left((Some(Ok(Message::Text(text))), _)) => {
-                            let got: u32 = text.parse().unwrap();
-                            if echoed.last() != Some(&got) {
-                                echoed.push(got);
-                            }
-                            if got == n {
-                                break;
-                            }
-                        }
-                        Either::Left((Some(Ok(_)), _)) => {}
-                        Either::Left((other, _)) => panic!("{}: stream ended: {other:?}", peer.which()),
-                        Either::Right((Some(generation), _)) if generation > sent_on => {
-                            ws.send(Message::text(n.to_string())).await.unwrap();
-                            sent_on = ws.generation();
-                        }
-                        Either::Right(_) => {}
-                    }
-                }
-            }
-        });
-        assert_eq!(echoed, (0..100).collect::<Vec<_>>(), "{}", peer.which());
-        assert!(
-            ws.generation() >= 10,
-            "{}: generation {}",
-            peer.which(),
-            ws.generation()
-        );
+            .with_observer(observer);
+        let label = peer.which().name();
+        let exchange = smol::block_on(lockstep::echo_numbers(
+            &mut ws,
+            |w| w.generation(),
+            &mut connected,
+            100,
+            label,
+        ));
+        assert_eq!(exchange.echoed, (0..100).collect::<Vec<_>>(), "{label}");
+        assert!(ws.generation() >= 10, "{label}: generation {}", ws.generation());
         assert!(
             peer.wait_for_stderr(Duration::from_secs(5), |l| l.iter().filter(|l| *l == "drop").count()
                 >= 9)

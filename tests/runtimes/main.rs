@@ -7,18 +7,19 @@
 //! flushed connection, not end to end. So, as a real application would, the client sends a number again when
 //! the connection generation changes while it waits for that number's echo.
 
+#[path = "../support/lockstep.rs"]
+mod lockstep;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_io::Async;
-use async_tungstenite::tungstenite::{self, Message};
-use futures::channel::mpsc;
-use futures::future::{select, Either};
+use async_tungstenite::tungstenite;
 use futures::{SinkExt, StreamExt};
 use stream_tungstenite::retry::ExponentialBackoff;
-use stream_tungstenite::{Event, ReconnectingStream};
+use stream_tungstenite::ReconnectingStream;
 
 const MESSAGES: u32 = 200;
 const DROP_EVERY: usize = 25;
@@ -59,7 +60,7 @@ fn start_dropping_echo_server() -> (SocketAddr, Arc<AtomicUsize>) {
 
 async fn scenario() {
     let (addr, accepted) = start_dropping_echo_server();
-    let (events_tx, mut connected) = mpsc::unbounded::<u64>();
+    let (observer, mut connected) = lockstep::connected_channel();
     let mut conn = ReconnectingStream::new(move || async move {
         let tcp = Async::<TcpStream>::connect(addr).await?;
         let (ws, _) = async_tungstenite::client_async(format!("ws://{addr}/"), tcp).await?;
@@ -69,37 +70,10 @@ async fn scenario() {
         Duration::from_millis(5),
         Duration::from_millis(50),
     ))
-    .with_observer(move |event: &Event| {
-        if let Event::Connected { generation, .. } = event {
-            let _ = events_tx.unbounded_send(*generation);
-        }
-    });
+    .with_observer(observer);
 
-    let mut resent = 0;
-    for n in 0..MESSAGES {
-        conn.send(Message::text(n.to_string())).await.unwrap();
-        let mut sent_on = conn.generation();
-        loop {
-            match select(conn.next(), connected.next()).await {
-                Either::Left((Some(Ok(Message::Text(text))), _)) => {
-                    let echoed: u32 = text.parse().unwrap();
-                    assert!(echoed <= n, "echo {echoed} from the future (waiting for {n})");
-                    if echoed == n {
-                        break;
-                    }
-                }
-                Either::Left((Some(Ok(_)), _)) => {}
-                Either::Left((other, _)) => panic!("stream ended: {other:?}"),
-                Either::Right((Some(generation), _)) if generation > sent_on => {
-                    // A new connection while waiting: the number may have died with the old one.
-                    conn.send(Message::text(n.to_string())).await.unwrap();
-                    sent_on = conn.generation();
-                    resent += 1;
-                }
-                Either::Right(_) => {}
-            }
-        }
-    }
+    let exchange = lockstep::echo_numbers(&mut conn, |c| c.generation(), &mut connected, MESSAGES, "runtimes").await;
+    assert_eq!(exchange.echoed, (0..MESSAGES).collect::<Vec<_>>());
     let drops = MESSAGES as usize / DROP_EVERY;
     assert!(
         conn.generation() as usize >= drops,
@@ -107,7 +81,11 @@ async fn scenario() {
         conn.generation()
     );
     assert_eq!(accepted.load(Ordering::SeqCst), conn.generation() as usize);
-    assert!(resent <= conn.generation() as usize, "resent {resent} times");
+    assert!(
+        exchange.resent <= conn.generation() as usize,
+        "resent {} times",
+        exchange.resent
+    );
     conn.close().await.unwrap();
     assert!(conn.next().await.is_none());
 }

@@ -2,6 +2,8 @@
 //! close frames, pings, the close handshake, TLS with a custom root, and the connector builder. Echo and
 //! drop scenarios run under tokio, async-std and smol.
 
+#[path = "../support/lockstep.rs"]
+mod lockstep;
 #[path = "../support/server.rs"]
 mod server;
 
@@ -11,8 +13,6 @@ use std::task::Poll;
 use std::time::Duration;
 
 use async_tungstenite::tungstenite::Message as ServerMessage;
-use futures::channel::mpsc;
-use futures::future::{select, Either};
 use futures::{SinkExt, Stream, StreamExt};
 use stream_tungstenite::retry::{ExponentialBackoff, Jitter, NoRetry};
 use stream_tungstenite::time::ManualClock;
@@ -61,37 +61,15 @@ async fn echo_scenario() {
 async fn drop_scenario() {
     let server = server::echo_server(Some(10));
     let url = server.url();
-    let (tx, mut connected) = mpsc::unbounded();
+    let (observer, mut connected) = lockstep::connected_channel();
     let mut ws = ReconnectingStream::new(move || connect(url.clone()))
         .with_retry(ExponentialBackoff::new(
             Duration::from_millis(2),
             Duration::from_millis(20),
         ))
-        .with_observer(move |event: &Event| {
-            if let Event::Connected { generation, .. } = event {
-                let _ = tx.unbounded_send(*generation);
-            }
-        });
-    for n in 0..100u32 {
-        ws.send(Message::text(n.to_string())).await.unwrap();
-        let mut sent_on = ws.generation();
-        loop {
-            match select(ws.next(), connected.next()).await {
-                Either::Left((Some(Ok(Message::Text(text))), _)) => {
-                    if text.parse::<u32>().unwrap() == n {
-                        break;
-                    }
-                }
-                Either::Left((Some(Ok(_)), _)) => {}
-                Either::Left((other, _)) => panic!("stream ended: {other:?}"),
-                Either::Right((Some(generation), _)) if generation > sent_on => {
-                    ws.send(Message::text(n.to_string())).await.unwrap();
-                    sent_on = ws.generation();
-                }
-                Either::Right(_) => {}
-            }
-        }
-    }
+        .with_observer(observer);
+    let exchange = lockstep::echo_numbers(&mut ws, |w| w.generation(), &mut connected, 100, "websocket").await;
+    assert_eq!(exchange.echoed, (0..100).collect::<Vec<_>>());
     assert!(ws.generation() >= 10, "generation {}", ws.generation());
     assert_eq!(server.accepted(), ws.generation() as usize);
 }
