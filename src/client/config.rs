@@ -10,7 +10,9 @@ pub struct ClientConfig {
     /// Messages buffered per subscriber before the slowest one starts to lag (it is then told how many it
     /// missed). Default 1024.
     pub subscriber_capacity: usize,
-    /// Outgoing messages queued by [`Sender`](super::Sender)s while disconnected or busy. Default 1024.
+    /// Bound on outgoing messages waiting while disconnected or busy: up to this many wait in the
+    /// [`Sender`](super::Sender)s' queue, and up to this many more (plus one in hand) in the connection's send
+    /// queue, where they are kept until a flush completes. Default 1024.
     pub send_capacity: usize,
     /// Events buffered per event subscriber. Default 256.
     pub event_capacity: usize,

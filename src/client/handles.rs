@@ -10,7 +10,7 @@ use async_tungstenite::tungstenite::{Bytes, Message};
 use futures_core::Stream;
 use futures_util::future::{self, Either};
 
-use super::Shared;
+use crate::time::Timer;
 use crate::ConnectionState;
 
 /// Why a message could not be queued; the message is handed back.
@@ -47,7 +47,9 @@ impl SendError {
 #[derive(Clone)]
 pub struct Sender {
     pub(super) tx: async_channel::Sender<Message>,
-    pub(super) shared: Arc<Shared>,
+    // Not the client's shared state: holding it would keep the queue's receiving end alive, and a sender
+    // could then never see the client gone.
+    pub(super) timer: Arc<dyn Timer>,
 }
 
 impl Sender {
@@ -89,9 +91,9 @@ impl Sender {
             Err(SendError::Full(message)) => message,
             other => return other,
         };
-        let deadline = self.shared.timer.now().checked_add(timeout);
+        let deadline = self.timer.now().checked_add(timeout);
         let sleep = match deadline {
-            Some(deadline) => self.shared.timer.sleep_until(deadline),
+            Some(deadline) => self.timer.sleep_until(deadline),
             None => Box::pin(future::pending()),
         };
         // The send future owns the message; keep a (cheap, reference-counted) copy to hand back on timeout.

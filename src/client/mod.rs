@@ -115,15 +115,18 @@ impl Shared {
 
     /// Records an event in the state and forwards it to event subscribers (never blocking).
     fn on_event(&self, event: &Event) {
+        // Each run has its own stream, whose generations start at 1: events carry the client's count instead.
+        let mut event = event.clone();
         {
             let mut detail = self.detail();
-            match event {
+            match &mut event {
                 Event::Connecting { attempt } => {
                     detail.status = Some(ConnectionState::Connecting { attempt: *attempt })
                 }
-                Event::Connected { .. } => {
+                Event::Connected { generation, .. } => {
                     detail.connections += 1;
                     detail.generation = detail.connections;
+                    *generation = detail.generation;
                     detail.connected_at = Some(SystemTime::now());
                     detail.status = Some(ConnectionState::Connected {
                         generation: detail.generation,
@@ -133,7 +136,12 @@ impl Shared {
                     detail.failed_attempts += 1;
                     detail.last_error = Some(describe(failure));
                 }
-                Event::Disconnected { uptime, reason, .. } => {
+                Event::Disconnected {
+                    generation,
+                    uptime,
+                    reason,
+                } => {
+                    *generation = detail.generation;
                     detail.connected_at = None;
                     detail.last_error = Some(describe(reason));
                     detail.last_disconnect = Some(DisconnectReason {
@@ -160,7 +168,7 @@ impl Shared {
                 }
             }
         }
-        let _ = self.events.try_broadcast(event.clone());
+        let _ = self.events.try_broadcast(event);
     }
 }
 
@@ -169,8 +177,12 @@ fn describe(failure: &crate::Failure) -> String {
     let mut text = failure.to_string();
     let mut source = std::error::Error::source(failure);
     while let Some(error) = source {
-        text.push_str(": ");
-        text.push_str(&error.to_string());
+        let part = error.to_string();
+        // Many errors already print their source: do not say it twice.
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
         source = error.source();
     }
     text
@@ -233,7 +245,7 @@ impl WebSocketClient {
     pub fn sender(&self) -> Sender {
         Sender {
             tx: self.tx.clone(),
-            shared: Arc::clone(&self.shared),
+            timer: Arc::clone(&self.shared.timer),
         }
     }
 
@@ -330,7 +342,6 @@ impl WebSocketClient {
         if self.shared.running.swap(true, Ordering::SeqCst) {
             return Err(ClientError::AlreadyRunning);
         }
-        self.shared.shutdown.store(false, Ordering::SeqCst);
         let guard = RunGuard {
             shared: Arc::clone(&self.shared),
         };
@@ -342,6 +353,7 @@ impl WebSocketClient {
             .with_connect_timeout(config.connect_timeout)
             .with_stable_after(config.stable_after)
             .with_close_timeout(config.close_timeout)
+            .with_queue_capacity(config.send_capacity)
             .with_observer(move |event: &Event| shared.on_event(event));
         let mut driver = Driver {
             stream,
@@ -352,7 +364,7 @@ impl WebSocketClient {
             closing: None,
         };
         let outcome = futures_util::future::poll_fn(|cx| Pin::new(&mut driver).poll_drive(cx)).await;
-        driver.keep_unsent();
+        drop(driver); // keeps what it could not send, also when this future is dropped instead
         drop(guard);
         outcome
     }
@@ -434,6 +446,9 @@ struct RunGuard {
 
 impl Drop for RunGuard {
     fn drop(&mut self) {
+        // Cleared here, not when a run starts: a shutdown requested before a spawned run is first polled
+        // still stops it.
+        self.shared.shutdown.store(false, Ordering::SeqCst);
         self.shared.running.store(false, Ordering::SeqCst);
         self.shared.stopped.notify(usize::MAX);
     }
@@ -453,12 +468,40 @@ struct Driver {
     closing: Option<crate::time::Sleep>,
 }
 
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.keep_unsent();
+    }
+}
+
 impl Driver {
+    /// Keeps what the stream and the driver hold unsent for the next run (or `take_unsent`); written but
+    /// unflushed messages count as unsent.
     fn keep_unsent(&mut self) {
-        let unsent = Pin::new(&mut self.stream).take_unsent();
+        let mut stream = Pin::new(&mut self.stream);
+        stream.as_mut().close_now();
+        let unsent = stream.take_unsent();
+        for message in &unsent {
+            self.shared.messages_out.fetch_sub(1, Ordering::Relaxed);
+            self.shared.bytes_out.fetch_sub(message.len() as u64, Ordering::Relaxed);
+        }
         let mut leftover = self.shared.leftover();
         for message in unsent.into_iter().chain(self.pending.drain(..)) {
             leftover.push_back(message);
+        }
+    }
+
+    /// On shutdown: everything sent before it goes into the stream, to be flushed before the Close frame
+    /// (or kept for the next run if no connection is up).
+    fn take_queued(&mut self) {
+        while let Ok(message) = self.outgoing.try_recv() {
+            self.pending.push_back(message);
+        }
+        while let Some(message) = self.pending.pop_front() {
+            self.shared.messages_out.fetch_add(1, Ordering::Relaxed);
+            self.shared.bytes_out.fetch_add(message.len() as u64, Ordering::Relaxed);
+            // `start_send` queues without limit; the stream keeps the message whatever happens.
+            let _ = Pin::new(&mut self.stream).start_send(message);
         }
     }
 
@@ -527,6 +570,7 @@ impl Driver {
     /// Closes the stream (flush, Close frame, wait for the server's), bounded by the shutdown timeout.
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ClientError>> {
         if self.closing.is_none() {
+            self.take_queued();
             let timeout = Duration::from_millis(self.shared.close_timeout_ms.load(Ordering::SeqCst));
             let deadline = self.shared.timer.now().checked_add(timeout);
             self.closing = Some(match deadline {

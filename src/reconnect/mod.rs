@@ -214,6 +214,20 @@ where
         self.project().core.queue.drain(..).collect()
     }
 
+    /// Ends the stream at once, without flushing or closing the connection gracefully: the connection is
+    /// dropped, nothing reconnects, and every message not known to be flushed (queued, or written but not
+    /// flushed) can be taken back with [`take_unsent`](Self::take_unsent). A no-op once the stream has ended.
+    pub fn close_now(self: Pin<&mut Self>) {
+        let mut this = self.project();
+        if this.core.terminal.is_none() {
+            this.core.closing = true;
+            let next = this.core.close_now();
+            this.state.set(next);
+            this.core.wakers.wake(waker::Side::Read);
+            this.core.wakers.wake(waker::Side::Write);
+        }
+    }
+
     /// The connector.
     pub fn connector(&self) -> &C {
         &self.connector

@@ -3,7 +3,7 @@
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use async_tungstenite::tungstenite::Message;
+use async_tungstenite::tungstenite::{self, protocol::CloseFrame, Message};
 use async_tungstenite::WebSocketStream;
 use futures_core::Stream;
 use futures_sink::Sink;
@@ -65,6 +65,7 @@ impl WsConnection {
 impl Stream for WsConnection {
     type Item = Result<Message, ConnectionError>;
 
+    #[inline(always)]
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         loop {
@@ -72,24 +73,36 @@ impl Stream for WsConnection {
                 return Poll::Ready(None);
             }
             match ready!(Pin::new(&mut this.inner).poll_next(cx)) {
-                Some(Ok(Message::Close(frame))) => {
-                    // tungstenite queues the reply; keep reading until the handshake completes.
-                    let (code, reason) = frame.map_or((1005, String::new()), |frame| {
-                        (u16::from(frame.code), frame.reason.as_str().to_owned())
-                    });
-                    this.peer_close = Some((code, reason));
-                }
+                // tungstenite queues the reply; keep reading until the handshake completes.
+                Some(Ok(Message::Close(frame))) => this.on_close(frame),
                 Some(Ok(message)) => return Poll::Ready(Some(Ok(message))),
-                Some(Err(error)) => {
-                    this.ended = true;
-                    let error = this.closed_error().unwrap_or(ConnectionError::Protocol(error));
-                    return Poll::Ready(Some(Err(error)));
-                }
-                None => {
-                    this.ended = true;
-                    return Poll::Ready(this.closed_error().map(Err));
-                }
+                other => return Poll::Ready(this.on_end(other)),
             }
+        }
+    }
+}
+
+impl WsConnection {
+    // The rare paths, kept out of line so the per-message path stays small.
+    #[cold]
+    #[inline(never)]
+    fn on_close(&mut self, frame: Option<CloseFrame>) {
+        let (code, reason) = frame.map_or((1005, String::new()), |frame| {
+            (u16::from(frame.code), frame.reason.as_str().to_owned())
+        });
+        self.peer_close = Some((code, reason));
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn on_end(
+        &mut self,
+        item: Option<Result<Message, tungstenite::Error>>,
+    ) -> Option<Result<Message, ConnectionError>> {
+        self.ended = true;
+        match item {
+            Some(Err(error)) => Some(Err(self.closed_error().unwrap_or(ConnectionError::Protocol(error)))),
+            _ => self.closed_error().map(Err),
         }
     }
 }

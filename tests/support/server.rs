@@ -179,3 +179,36 @@ pub fn closing_server(code: u16, after_first: bool) -> Server {
         while let Some(Ok(_)) = ws.next().await {}
     })
 }
+
+/// A wss echo server with a fresh self-signed certificate for `localhost`, and that certificate (to trust as a
+/// root).
+pub fn tls_echo_server() -> (Server, futures_rustls::rustls::pki_types::CertificateDer<'static>) {
+    use futures_rustls::rustls::{self, pki_types::PrivateKeyDer, pki_types::PrivatePkcs8KeyDer};
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert = certified.cert.der().clone();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der()));
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .unwrap();
+    let acceptor = futures_rustls::TlsAcceptor::from(Arc::new(config));
+    let server = serve(move |tcp, _, _| {
+        let acceptor = acceptor.clone();
+        async move {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let Ok(mut ws) = async_tungstenite::accept_async(tls).await else {
+                return;
+            };
+            while let Some(Ok(message)) = ws.next().await {
+                if message.is_text() && ws.send(message).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    (server, cert)
+}

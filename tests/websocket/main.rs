@@ -353,43 +353,9 @@ fn close_performs_the_websocket_close_handshake() {
 
 // ---- TLS ----------------------------------------------------------------------------------------------------
 
-fn tls_echo_server() -> (
-    server::Server,
-    futures_rustls::rustls::pki_types::CertificateDer<'static>,
-) {
-    use futures_rustls::rustls::{self, pki_types::PrivateKeyDer, pki_types::PrivatePkcs8KeyDer};
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let cert = certified.cert.der().clone();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der()));
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.clone()], key)
-        .unwrap();
-    let acceptor = futures_rustls::TlsAcceptor::from(Arc::new(config));
-    let server = server::serve(move |tcp, _, _| {
-        let acceptor = acceptor.clone();
-        async move {
-            let Ok(tls) = acceptor.accept(tcp).await else {
-                return;
-            };
-            let Ok(mut ws) = async_tungstenite::accept_async(tls).await else {
-                return;
-            };
-            while let Some(Ok(message)) = ws.next().await {
-                if message.is_text() && ws.send(message).await.is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    (server, cert)
-}
-
 #[test]
 fn wss_with_a_self_signed_certificate_trusted_through_a_custom_root() {
-    let (server, cert) = tls_echo_server();
+    let (server, cert) = server::tls_echo_server();
     let url = format!("wss://localhost:{}/", server.addr.port());
     let connector = WsConnector::builder(url).add_root_certificate(cert).build();
     let mut ws = ReconnectingStream::new(connector);
@@ -401,7 +367,7 @@ fn wss_with_a_self_signed_certificate_trusted_through_a_custom_root() {
 
 #[test]
 fn wss_with_an_untrusted_certificate_is_fatal_at_once() {
-    let (server, _) = tls_echo_server();
+    let (server, _) = server::tls_echo_server();
     let url = format!("wss://localhost:{}/", server.addr.port());
     let mut ws = ReconnectingStream::new(move || connect(url.clone()));
     let error = smol::block_on(ws.next()).unwrap().unwrap_err();
