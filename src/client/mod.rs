@@ -226,6 +226,11 @@ impl WebSocketClient {
         Self::builder(url).build()
     }
 
+    /// The URL the client connects to.
+    pub fn uri(&self) -> &str {
+        &self.url
+    }
+
     /// A new subscriber to inbound messages (those received from now on). Messages are shared, not copied,
     /// between subscribers.
     pub fn subscribe(&self) -> Subscription<Arc<Message>> {
