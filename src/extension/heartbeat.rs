@@ -259,21 +259,34 @@ where
 {
     type Item = Result<Message, BoxError>;
 
+    // Inlined into the caller, so that a message is not copied out of one stack frame into the next (the copy
+    // stalls on store forwarding); the rare paths are out of line.
+    #[inline(always)]
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.as_mut().project();
         // While busy, check the timers only every CHECK_EVERY items: data arriving proves the connection alive.
         if *this.since_check < CHECK_EVERY {
-            if let Poll::Ready(item) = this.inner.poll_next(cx) {
+            if let Poll::Ready(Some(Ok(message))) = this.inner.poll_next(cx) {
                 *this.since_check += 1;
-                return Poll::Ready(item.map(|item| {
-                    item.map(|message| {
-                        *this.deadline = None;
-                        message
-                    })
-                    .map_err(Into::into)
-                }));
+                if this.deadline.is_some() {
+                    *this.deadline = None;
+                }
+                return Poll::Ready(Some(Ok(message)));
             }
+            // (Pending, an error or the end: the slow path polls again, which is harmless.)
         }
+        self.poll_next_slow(cx)
+    }
+}
+
+impl<S, E> HeartbeatConnection<S>
+where
+    S: Stream<Item = Result<Message, E>> + Sink<Message>,
+    E: Into<BoxError>,
+    <S as Sink<Message>>::Error: Into<BoxError>,
+{
+    #[inline(never)]
+    fn poll_next_slow(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Message, BoxError>>> {
         *self.as_mut().project().since_check = 0;
         if let Poll::Ready(Err(error)) = self.as_mut().poll_schedule(cx) {
             return Poll::Ready(Some(Err(error)));
@@ -307,19 +320,44 @@ where
 {
     type Error = BoxError;
 
+    #[inline]
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.remember_writer(cx).poll_ready(cx).map_err(Into::into)
+        match self.remember_writer(cx).poll_ready(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(error)) => Poll::Ready(Err(box_error(error))),
+            Poll::Pending => Poll::Pending,
+        }
     }
 
+    #[inline]
     fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), BoxError> {
-        self.project().inner.start_send(item).map_err(Into::into)
+        match self.project().inner.start_send(item) {
+            Ok(()) => Ok(()),
+            Err(error) => Err(box_error(error)),
+        }
     }
 
+    #[inline]
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.remember_writer(cx).poll_flush(cx).map_err(Into::into)
+        match self.remember_writer(cx).poll_flush(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(error)) => Poll::Ready(Err(box_error(error))),
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.remember_writer(cx).poll_close(cx).map_err(Into::into)
+        match self.remember_writer(cx).poll_close(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(error)) => Poll::Ready(Err(box_error(error))),
+            Poll::Pending => Poll::Pending,
+        }
     }
+}
+
+/// Boxes an error, out of the hot path: keeps the `Ok` path of every poll free of the error's move.
+#[cold]
+#[inline(never)]
+fn box_error<E: Into<BoxError>>(error: E) -> BoxError {
+    error.into()
 }

@@ -6,7 +6,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -40,10 +40,12 @@ pub trait MessageSize {
 }
 
 impl MessageSize for Message {
+    #[inline]
     fn message_size(&self) -> usize {
         self.len()
     }
 
+    #[inline]
     fn close_code(&self) -> Option<u16> {
         match self {
             // 1005: "no status received", as for a Close frame without a code.
@@ -231,8 +233,10 @@ where
         match outcome {
             Ok(inner) => {
                 let generation = metrics.inner.on_connected();
+                let traffic = metrics.inner.register();
                 Poll::Ready(Ok(MetricsConnection {
                     inner,
+                    traffic,
                     metrics,
                     generation,
                     close_code: None,
@@ -254,6 +258,8 @@ pin_project! {
     pub struct MetricsConnection<S> {
         #[pin]
         inner: S,
+        // This connection's traffic: written only here (one writer), read by snapshots.
+        traffic: Arc<Traffic>,
         metrics: Metrics,
         generation: u64,
         // The code of a Close frame read from the connection.
@@ -268,6 +274,7 @@ pin_project! {
             if !*this.ended {
                 this.metrics.inner.on_disconnected(*this.generation, Reason::Dropped);
             }
+            this.metrics.inner.unregister(this.traffic);
         }
     }
 }
@@ -298,7 +305,15 @@ impl<S> fmt::Debug for MetricsConnection<S> {
     }
 }
 
+/// Counts the end of the connection after a read error.
+#[cold]
+#[inline(never)]
+fn read_failed<E: 'static>(metrics: &Metrics, generation: u64, ended: &mut bool, error: &E) {
+    end(metrics, generation, ended, Reason::of_error(error));
+}
+
 /// Counts the end of the connection once.
+#[cold]
 fn end(metrics: &Metrics, generation: u64, ended: &mut bool, reason: Reason) {
     if !*ended {
         *ended = true;
@@ -314,30 +329,26 @@ where
 {
     type Item = Result<T, E>;
 
+    #[inline(always)]
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.project();
-        let item = ready!(this.inner.poll_next(cx));
-        match &item {
-            Some(Ok(message)) => {
-                let inner = &this.metrics.inner;
-                inner.messages_in.fetch_add(1, Ordering::Relaxed);
-                inner
-                    .bytes_in
-                    .fetch_add(message.message_size() as u64, Ordering::Relaxed);
+        let poll = this.inner.poll_next(cx);
+        match &poll {
+            Poll::Ready(Some(Ok(message))) => {
+                bump(&this.traffic.messages_in, 1);
+                bump(&this.traffic.bytes_in, message.message_size() as u64);
                 if let Some(code) = message.close_code() {
                     *this.close_code = Some(code);
                 }
             }
-            Some(Err(error)) => {
-                let reason = Reason::of_error(error);
-                end(this.metrics, *this.generation, this.ended, reason);
-            }
-            None => {
+            Poll::Ready(Some(Err(error))) => read_failed(this.metrics, *this.generation, this.ended, error),
+            Poll::Ready(None) => {
                 let reason = this.close_code.map_or(Reason::Ended, Reason::of_close_code);
                 end(this.metrics, *this.generation, this.ended, reason);
             }
+            Poll::Pending => {}
         }
-        Poll::Ready(item)
+        poll
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -352,23 +363,24 @@ where
 {
     type Error = S::Error;
 
+    #[inline]
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         let this = self.project();
-        let result = ready!(this.inner.poll_ready(cx));
-        if result.is_err() {
+        let poll = this.inner.poll_ready(cx);
+        if let Poll::Ready(Err(_)) = poll {
             end(this.metrics, *this.generation, this.ended, Reason::WriteError);
         }
-        Poll::Ready(result)
+        poll
     }
 
+    #[inline]
     fn start_send(self: Pin<&mut Self>, item: T) -> Result<(), S::Error> {
         let this = self.project();
         let size = item.message_size() as u64;
         match this.inner.start_send(item) {
             Ok(()) => {
-                let inner = &this.metrics.inner;
-                inner.messages_out.fetch_add(1, Ordering::Relaxed);
-                inner.bytes_out.fetch_add(size, Ordering::Relaxed);
+                bump(&this.traffic.messages_out, 1);
+                bump(&this.traffic.bytes_out, size);
                 Ok(())
             }
             Err(error) => {
@@ -378,13 +390,14 @@ where
         }
     }
 
+    #[inline]
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         let this = self.project();
-        let result = ready!(this.inner.poll_flush(cx));
-        if result.is_err() {
+        let poll = this.inner.poll_flush(cx);
+        if let Poll::Ready(Err(_)) = poll {
             end(this.metrics, *this.generation, this.ended, Reason::WriteError);
         }
-        Poll::Ready(result)
+        poll
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
@@ -506,10 +519,8 @@ impl Metrics {
                 failed: AtomicU64::new(0),
                 open: AtomicU64::new(0),
                 disconnects: Default::default(),
-                messages_in: AtomicU64::new(0),
-                messages_out: AtomicU64::new(0),
-                bytes_in: AtomicU64::new(0),
-                bytes_out: AtomicU64::new(0),
+                finished: Traffic::default(),
+                live: Mutex::new(Vec::new()),
                 current: AtomicU64::new(0),
                 connected_at: AtomicU64::new(0),
             }),
@@ -520,6 +531,7 @@ impl Metrics {
     pub fn snapshot(&self) -> MetricsSnapshot {
         let inner = &*self.inner;
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let traffic = inner.traffic();
         let disconnect = |reason: Reason| load(&inner.disconnects[reason as usize]);
         MetricsSnapshot {
             attempts: load(&inner.attempts),
@@ -537,10 +549,10 @@ impl Metrics {
                 closed: disconnect(Reason::Closed),
                 dropped: disconnect(Reason::Dropped),
             },
-            messages_in: load(&inner.messages_in),
-            messages_out: load(&inner.messages_out),
-            bytes_in: load(&inner.bytes_in),
-            bytes_out: load(&inner.bytes_out),
+            messages_in: traffic[0],
+            messages_out: traffic[2],
+            bytes_in: traffic[1],
+            bytes_out: traffic[3],
             uptime: self.uptime(),
         }
     }
@@ -581,17 +593,74 @@ struct Inner {
     failed: AtomicU64,
     open: AtomicU64,
     disconnects: [AtomicU64; Reason::COUNT],
-    messages_in: AtomicU64,
-    messages_out: AtomicU64,
-    bytes_in: AtomicU64,
-    bytes_out: AtomicU64,
+    /// The traffic of connections that have gone (folded in when each is dropped).
+    finished: Traffic,
+    /// The traffic counters of the connections still alive.
+    live: Mutex<Vec<Arc<Traffic>>>,
     /// The generation of the latest connection while it is up, 0 when it is down.
     current: AtomicU64,
     /// When the latest connection was made, in nanoseconds since `base`.
     connected_at: AtomicU64,
 }
 
+/// Messages and bytes each way. A connection's own counters have one writer (the connection, through
+/// `Pin<&mut Self>`), so they are bumped with a relaxed load and store, not a locked read-modify-write.
+#[derive(Debug, Default)]
+struct Traffic {
+    messages_in: AtomicU64,
+    bytes_in: AtomicU64,
+    messages_out: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+impl Traffic {
+    fn load(&self) -> [u64; 4] {
+        [&self.messages_in, &self.bytes_in, &self.messages_out, &self.bytes_out].map(|c| c.load(Ordering::Relaxed))
+    }
+}
+
+/// Adds `by` to a counter that only one thread writes at a time.
+#[inline]
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.store(counter.load(Ordering::Relaxed).wrapping_add(by), Ordering::Relaxed);
+}
+
 impl Inner {
+    fn register(&self) -> Arc<Traffic> {
+        let traffic = Arc::new(Traffic::default());
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::clone(&traffic));
+        traffic
+    }
+
+    /// Folds a connection's traffic into `finished` and forgets it, under the lock, so that a snapshot sees it
+    /// exactly once.
+    fn unregister(&self, traffic: &Arc<Traffic>) {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(index) = live.iter().position(|t| Arc::ptr_eq(t, traffic)) {
+            live.swap_remove(index);
+        }
+        let [mi, bi, mo, bo] = traffic.load();
+        self.finished.messages_in.fetch_add(mi, Ordering::Relaxed);
+        self.finished.bytes_in.fetch_add(bi, Ordering::Relaxed);
+        self.finished.messages_out.fetch_add(mo, Ordering::Relaxed);
+        self.finished.bytes_out.fetch_add(bo, Ordering::Relaxed);
+    }
+
+    /// Messages in, bytes in, messages out, bytes out: of every connection, gone or alive.
+    fn traffic(&self) -> [u64; 4] {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let mut total = self.finished.load();
+        for traffic in live.iter() {
+            for (sum, n) in total.iter_mut().zip(traffic.load()) {
+                *sum += n;
+            }
+        }
+        total
+    }
+
     /// Counts a new connection; returns its generation.
     fn on_connected(&self) -> u64 {
         let generation = self.connections.fetch_add(1, Ordering::Relaxed) + 1;

@@ -208,6 +208,7 @@ where
 {
     type Item = Result<T, E>;
 
+    #[inline(always)]
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut this = self.project();
         loop {
@@ -230,10 +231,12 @@ where
 {
     type Error = S::Error;
 
+    #[inline]
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.project().inner.poll_ready(cx)
     }
 
+    #[inline]
     fn start_send(self: Pin<&mut Self>, item: T) -> Result<(), S::Error> {
         let this = self.project();
         match this.extension.on_outbound(item) {
@@ -242,6 +245,7 @@ where
         }
     }
 
+    #[inline]
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.project().inner.poll_flush(cx)
     }

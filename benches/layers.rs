@@ -1,0 +1,351 @@
+//! What connector layers cost per message: a `ReconnectingStream` whose connector has a heartbeat, metrics and
+//! a pass-through extension, against the bare `ReconnectingStream` over the same kind of connection, in memory.
+//!
+//! Run it with `cargo bench --bench layers` (add `BENCH_QUICK=1`, or `-- --quick`, for a run of a few
+//! seconds). It measures, for 64-byte binary messages:
+//!
+//! - **receive**: messages read with `next()`;
+//! - **send**: messages written with `feed()` and one final `flush()`;
+//!
+//! on two streams:
+//!
+//! - **plain**: `ReconnectingStream::new(connector)`, where the connector hands out a fresh in-memory
+//!   connection: an async-tungstenite `WebSocketStream` (client role: frames are parsed, built and masked) over
+//!   [`MemPipe`], whose reads replay pre-encoded server frames forever and whose writes are dropped;
+//! - **layered**: the same connector behind
+//!   `ConnectorBuilder::new(connector).layer(HeartbeatLayer::new(15 s, 10 s)).layer(MetricsLayer::new())
+//!   .layer(ExtensionLayer::inbound(|m| Some(m)))`.
+//!
+//! Each stream connects (outside the timing) and then stays on its one connection. The heartbeat's timers are
+//! checked as in real use (every 64 messages while data flows); a ping goes out once per 15 s of a stream's
+//! life, which costs nothing measurable.
+//!
+//! Criterion reports each benchmark on its own. The headline ratios come from a separate loop that interleaves
+//! plain and layered runs and compares medians, so drift on the machine affects both sides alike. A ratio is
+//! `plain time / layered time`, i.e. the layered stream's relative throughput: 1.00 means the layers cost
+//! nothing; the target is >= 0.95. Diagnostic ratios follow, with each layer alone on the connector, to tell
+//! where the cost of the stack goes. Expect a few percent of noise between builds and runs: code layout alone
+//! moves these ratios by that much.
+
+use std::fmt::Debug;
+use std::hint::black_box;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use async_tungstenite::tungstenite::protocol::{Role, WebSocket};
+use async_tungstenite::tungstenite::{Bytes, Message};
+use async_tungstenite::WebSocketStream;
+use criterion::{Criterion, Throughput};
+use futures::executor::block_on;
+use futures::io::{AsyncRead, AsyncWrite};
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use stream_tungstenite::extension::{ExtensionLayer, HeartbeatLayer, MetricsLayer};
+use stream_tungstenite::layer::ConnectorBuilder;
+use stream_tungstenite::retry::NoRetry;
+use stream_tungstenite::{Error, ReconnectingStream};
+
+/// Payload size of every message.
+const MESSAGE_LEN: usize = 64;
+/// Messages per timed run in the interleaved ratio loop (below the default queue capacity of 1024, so a send
+/// run queues the whole batch and writes it on `flush`).
+const BATCH: usize = 1000;
+
+fn main() {
+    let arg = |name: &str| std::env::args().any(|arg| arg == name);
+    let quick = arg("--quick") || std::env::var_os("BENCH_QUICK").is_some_and(|v| !v.is_empty() && v != "0");
+    // `cargo bench` passes `--bench`; without it (`cargo test --benches`) everything runs once, as a test.
+    let test_mode = !arg("--bench") || arg("--test");
+
+    let mut criterion = Criterion::default()
+        .warm_up_time(Duration::from_millis(if quick { 200 } else { 1000 }))
+        .measurement_time(Duration::from_millis(if quick { 500 } else { 3000 }))
+        .sample_size(if quick { 10 } else { 50 })
+        .configure_from_args();
+    cases(|label, run| criterion_pair(&mut criterion, label, run));
+    criterion.final_summary();
+
+    // Interleaved samples of BATCH messages each, for the ratios.
+    let samples = match (test_mode, quick) {
+        (true, _) => 3,
+        (false, true) => 101,
+        (false, false) => 1001,
+    };
+    println!(
+        "\ncost of connector layers (heartbeat + metrics + pass-through extension): throughput ratio \
+         plain/layered (1.00 = no overhead, target >= 0.95), medians of {samples} interleaved runs of {BATCH} \
+         messages{}",
+        if test_mode {
+            " (test mode: a smoke test, the numbers mean nothing)"
+        } else {
+            ""
+        }
+    );
+    cases(|label, run| ratio(label, samples, run));
+    println!("diagnostics: each layer alone (same measure)");
+    diagnostics(|label, run| ratio(label, samples, run));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The connection
+// ---------------------------------------------------------------------------------------------------------------
+
+/// An in-memory byte connection: reads replay `incoming` (whole frames) forever, writes are accepted and
+/// dropped. Like a socket whose peer is infinitely fast.
+#[derive(Debug)]
+struct MemPipe {
+    incoming: Vec<u8>,
+    pos: usize,
+}
+
+impl AsyncRead for MemPipe {
+    fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        if this.incoming.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let mut filled = 0;
+        while filled < buf.len() {
+            let chunk = &this.incoming[this.pos..];
+            let n = chunk.len().min(buf.len() - filled);
+            buf[filled..filled + n].copy_from_slice(&chunk[..n]);
+            filled += n;
+            this.pos = (this.pos + n) % this.incoming.len();
+        }
+        Poll::Ready(Ok(filled))
+    }
+}
+
+impl AsyncWrite for MemPipe {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Poll::Ready(Ok(black_box(buf).len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// 1024 binary messages of [`MESSAGE_LEN`] bytes as a server sends them (unmasked frames), encoded by
+/// tungstenite itself.
+fn server_frames() -> Vec<u8> {
+    let mut server = WebSocket::from_raw_socket(io::Cursor::new(Vec::new()), Role::Server, None);
+    for i in 0..1024_usize {
+        let payload = vec![i as u8; MESSAGE_LEN];
+        server.send(Message::binary(payload)).expect("writing to memory");
+    }
+    server.get_ref().get_ref().clone()
+}
+
+/// The connector both streams use: each call makes a fresh client-role WebSocket over a [`MemPipe`], as after
+/// the upgrade.
+async fn dial() -> Result<WebSocketStream<MemPipe>, io::Error> {
+    let pipe = MemPipe {
+        incoming: server_frames(),
+        pos: 0,
+    };
+    Ok(WebSocketStream::from_raw_socket(pipe, Role::Client, None).await)
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The two streams
+// ---------------------------------------------------------------------------------------------------------------
+
+/// A `ReconnectingStream` over [`dial`] with these layers on its connector (the first outermost).
+macro_rules! with_layers {
+    ($($layer:expr),+ $(,)?) => {{
+        let connector = ConnectorBuilder::new(dial)$(.layer($layer))+;
+        ReconnectingStream::new(connector).with_retry(NoRetry)
+    }};
+}
+
+/// The bare `ReconnectingStream`. With [`NoRetry`], any failure would end the stream (and the benchmark)
+/// instead of hiding in a retry.
+fn plain() -> impl Stream<Item = Result<Message, Error>> + Sink<Message, Error = Error> + Unpin {
+    ReconnectingStream::new(dial).with_retry(NoRetry)
+}
+
+/// The same, with a heartbeat, metrics and a pass-through extension on the connector.
+fn layered() -> impl Stream<Item = Result<Message, Error>> + Sink<Message, Error = Error> + Unpin {
+    with_layers!(
+        HeartbeatLayer::new(Duration::from_secs(15), Duration::from_secs(10)),
+        MetricsLayer::new(),
+        ExtensionLayer::inbound(|message: Message| Some(message)),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The measured operations
+// ---------------------------------------------------------------------------------------------------------------
+
+/// Reads `n` messages; returns the time taken.
+fn receive<S, T, E>(conn: &mut S, n: u64) -> Duration
+where
+    S: Stream<Item = Result<T, E>> + Unpin,
+    E: Debug,
+{
+    block_on(async {
+        let start = Instant::now();
+        for _ in 0..n {
+            let item = conn
+                .next()
+                .await
+                .expect("the stream never ends")
+                .expect("no read error");
+            black_box(item);
+        }
+        start.elapsed()
+    })
+}
+
+/// Sends `n` messages made by `make` with `feed`, then `flush`es once; returns the time taken.
+fn send<S, M>(conn: &mut S, n: u64, mut make: impl FnMut() -> M) -> Duration
+where
+    S: Sink<M> + Unpin,
+    S::Error: Debug,
+{
+    block_on(async {
+        let start = Instant::now();
+        for _ in 0..n {
+            conn.feed(make()).await.expect("feed");
+        }
+        conn.flush().await.expect("flush");
+        start.elapsed()
+    })
+}
+
+/// A 64-byte message whose payload is shared with a template: a clone is a reference-count increment.
+fn shared_message() -> impl FnMut() -> Message {
+    let template = Bytes::from(vec![0x5a; MESSAGE_LEN]);
+    let _promote_to_shared = template.clone();
+    move || Message::Binary(template.clone())
+}
+
+/// Which stream a run uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// The bare `ReconnectingStream`.
+    Plain,
+    /// The `ReconnectingStream` with layers.
+    Layered,
+}
+
+/// Receiving: `run(side, n)` reads `n` messages from that side's stream and returns the time taken.
+///
+/// Each side's stream is made once and connected before any timing (by reading one message); every run then
+/// reads from the same connection.
+fn receive_case<L>(mut layered: L) -> impl FnMut(Side, u64) -> Duration
+where
+    L: Stream<Item = Result<Message, Error>> + Unpin,
+{
+    let mut plain = plain();
+    receive(&mut plain, 1);
+    receive(&mut layered, 1);
+    move |side, n| match side {
+        Side::Plain => receive(&mut plain, n),
+        Side::Layered => receive(&mut layered, n),
+    }
+}
+
+/// Sending: `run(side, n)` sends `n` messages on that side's stream and returns the time taken.
+///
+/// Each side's stream is made once, connected, and sends one batch before any timing, which grows its queue to
+/// its working size.
+fn send_case<L>(mut layered: L) -> impl FnMut(Side, u64) -> Duration
+where
+    L: Sink<Message, Error = Error> + Unpin,
+{
+    let mut plain = plain();
+    let mut make = shared_message();
+    send(&mut plain, BATCH as u64, &mut make);
+    send(&mut layered, BATCH as u64, &mut make);
+    move |side, n| match side {
+        Side::Plain => send(&mut plain, n, &mut make),
+        Side::Layered => send(&mut layered, n, &mut make),
+    }
+}
+
+/// Calls `visit` with each headline case's label and runner.
+fn cases(mut visit: impl FnMut(&str, &mut dyn FnMut(Side, u64) -> Duration)) {
+    visit("layers receive 64B", &mut receive_case(layered()));
+    visit("layers send 64B", &mut send_case(layered()));
+}
+
+/// Calls `visit` with diagnostic cases: each layer on its own, to tell where the cost of the stack goes.
+fn diagnostics(mut visit: impl FnMut(&str, &mut dyn FnMut(Side, u64) -> Duration)) {
+    let heartbeat = || HeartbeatLayer::new(Duration::from_secs(15), Duration::from_secs(10));
+    let pass = || ExtensionLayer::inbound(|message: Message| Some(message));
+    visit(
+        "layers receive 64B [heartbeat only]",
+        &mut receive_case(with_layers!(heartbeat())),
+    );
+    visit(
+        "layers receive 64B [metrics only]",
+        &mut receive_case(with_layers!(MetricsLayer::new())),
+    );
+    visit(
+        "layers receive 64B [extension only]",
+        &mut receive_case(with_layers!(pass())),
+    );
+    visit(
+        "layers send 64B [heartbeat only]",
+        &mut send_case(with_layers!(heartbeat())),
+    );
+    visit(
+        "layers send 64B [metrics only]",
+        &mut send_case(with_layers!(MetricsLayer::new())),
+    );
+    visit("layers send 64B [extension only]", &mut send_case(with_layers!(pass())));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Criterion: each side on its own
+// ---------------------------------------------------------------------------------------------------------------
+
+/// One criterion benchmark per side; an iteration is one message.
+fn criterion_pair(c: &mut Criterion, label: &str, run: &mut dyn FnMut(Side, u64) -> Duration) {
+    let mut group = c.benchmark_group(label);
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("plain", |b| b.iter_custom(|n| run(Side::Plain, n)));
+    group.bench_function("layered", |b| b.iter_custom(|n| run(Side::Layered, n)));
+    group.finish();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Interleaved ratios
+// ---------------------------------------------------------------------------------------------------------------
+
+/// Times `samples` runs of [`BATCH`] messages on each side, alternating which side goes first, and prints the
+/// ratio of the medians.
+fn ratio(label: &str, samples: usize, run: &mut dyn FnMut(Side, u64) -> Duration) {
+    let batch = BATCH as u64;
+    // Warm up: fill buffers and caches.
+    for _ in 0..samples.min(20) {
+        run(Side::Plain, batch);
+        run(Side::Layered, batch);
+    }
+    let (mut plain, mut layered) = (Vec::with_capacity(samples), Vec::with_capacity(samples));
+    for i in 0..samples {
+        if i % 2 == 0 {
+            plain.push(run(Side::Plain, batch));
+            layered.push(run(Side::Layered, batch));
+        } else {
+            layered.push(run(Side::Layered, batch));
+            plain.push(run(Side::Plain, batch));
+        }
+    }
+    let median_per_message = |times: &mut Vec<Duration>| {
+        times.sort_unstable();
+        times[times.len() / 2].as_secs_f64() * 1e9 / BATCH as f64
+    };
+    let (plain_ns, layered_ns) = (median_per_message(&mut plain), median_per_message(&mut layered));
+    println!(
+        "ratio {label}: {:.2} (plain {plain_ns:.1} ns/msg, layered {layered_ns:.1} ns/msg)",
+        plain_ns / layered_ns
+    );
+}
