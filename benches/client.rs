@@ -9,7 +9,7 @@
 //!   last of the `N` messages, received by the bare socket's `next()`, or by the client's one subscriber.
 //! - **receive 4 subscribers**: the same, until each of 4 subscribers of one client has received all `N`
 //!   (every message is delivered to each; a lag report would abort the run).
-//! - diagnostic lines that compare like with like: both with the client's 16 KiB read buffer, both with
+//! - diagnostic lines that compare like with like: both with the client's 32 KiB read buffer, both with
 //!   tungstenite's 128 KiB one; and [`ReconnectingStream`] (the layer below the client, read with `next()`),
 //!   so that the client's own cost (the fan-out to subscribers) can be told apart from the read buffer's and
 //!   the stream's.
@@ -31,7 +31,7 @@
 //!   alike. Criterion's report is printed too, but its numbers come from separate runs.
 //!
 //! To profile one variant alone, set `CLIENT_BENCH_PROFILE` to its name (`bare`, `client-1`, `client-4`,
-//! `bare-16K`, `client-128K`, `stream`): the bench then floods only that variant for 5 s (`perf record -g target/release/deps/client-<hash> --bench`).
+//! `bare-ours-buf`, `client-128K`, `stream`): the bench then floods only that variant for 5 s (`perf record -g target/release/deps/client-<hash> --bench`).
 //!
 //! [`WebSocketClient`]: stream_tungstenite::WebSocketClient
 //! [`ReconnectingStream`]: stream_tungstenite::ReconnectingStream
@@ -54,7 +54,7 @@ use stream_tungstenite::prelude::*;
 
 /// Payload size of every flooded message.
 const MESSAGE_LEN: usize = 64;
-/// Set to a variant (`bare`, `client-1`, `client-4`, `bare-16K`, `client-128K`, `stream`) to flood only it for 5 s, e.g. under `perf`.
+/// Set to a variant (`bare`, `client-1`, `client-4`, `bare-ours-buf`, `client-128K`, `stream`) to flood only it for 5 s, e.g. under `perf`.
 const PROFILE_ENV: &str = "CLIENT_BENCH_PROFILE";
 
 fn main() {
@@ -363,7 +363,7 @@ fn figures(addr: SocketAddr, mode: Mode) {
         bare / client_4
     );
     println!(
-        "    same 16 KiB read buffer:  {:.2} (bare-16K {bare_16k:.3} {unit}, client {client_1:.3} {unit})",
+        "    same read buffer (ours): {:.2} (bare-ours-buf {bare_16k:.3} {unit}, client {client_1:.3} {unit})",
         bare_16k / client_1
     );
     println!(
@@ -371,7 +371,7 @@ fn figures(addr: SocketAddr, mode: Mode) {
         bare / client_128k
     );
     println!(
-        "    the layer below, ReconnectingStream read with next() (16 KiB, no fan-out): {:.2} \
+        "    the layer below, ReconnectingStream read with next() (our read buffer, no fan-out): {:.2} \
          (bare {bare:.3} {unit}, stream {stream:.3} {unit})",
         bare / stream
     );
@@ -389,10 +389,10 @@ fn profile(addr: SocketAddr, variant: &str) {
             "bare" => Box::new(Bare::connect(addr).await),
             "client-1" => Box::new(Client::connect(addr, 1).await),
             "client-4" => Box::new(Client::connect(addr, 4).await),
-            "bare-16K" => Box::new(Bare::connect_with(addr, Some(config_16k())).await),
+            "bare-ours-buf" => Box::new(Bare::connect_with(addr, Some(config_16k())).await),
             "client-128K" => Box::new(Client::connect_with(addr, 1, Some(WebSocketConfig::default())).await),
             "stream" => Box::new(Reconnecting::new(addr)),
-            other => panic!("unknown variant {other:?} (bare, client-1, client-4, bare-16K, client-128K, stream)"),
+            other => panic!("unknown variant {other:?} (bare, client-1, client-4, bare-ours-buf, client-128K, stream)"),
         };
         let start = Instant::now();
         let mut floods = 0;

@@ -19,9 +19,9 @@
 //!
 //! "bare" is `async_tungstenite::client_async(url, Async::<TcpStream>::connect(addr))` with tungstenite's
 //! default configuration (128 KiB read buffer); "ours" is
-//! `ReconnectingStream::new(move || stream_tungstenite::connect(url.clone()))` (16 KiB read buffer,
+//! `ReconnectingStream::new(move || stream_tungstenite::connect(url.clone()))` (32 KiB read buffer,
 //! [`DEFAULT_READ_BUFFER`]). Under each headline figure two diagnostic lines compare like with like (both
-//! with a 16 KiB read buffer, both with 128 KiB), so what the wrapper costs can be told apart from what the
+//! with our 32 KiB read buffer, both with 128 KiB), so what the wrapper costs can be told apart from what the
 //! buffer size does.
 //!
 //! # Method
@@ -271,7 +271,7 @@ where
     }
 }
 
-/// Ours as the brief has it: `stream_tungstenite::connect` (default 16 KiB read buffer), immediate retry.
+/// Ours as the brief has it: `stream_tungstenite::connect` (default 32 KiB read buffer), immediate retry.
 fn ours(
     addr: SocketAddr,
     path: &str,
@@ -292,7 +292,7 @@ fn ours_128k(addr: SocketAddr, path: &str) -> Ours<ReconnectingStream<WsConnecto
     Ours(ReconnectingStream::new(connector).with_retry(Immediate::new()))
 }
 
-/// The bare socket with our default 16 KiB read buffer: a diagnostic variant.
+/// The bare socket with our default 32 KiB read buffer: a diagnostic variant.
 fn config_16k() -> Option<WebSocketConfig> {
     Some(WebSocketConfig::default().read_buffer_size(DEFAULT_READ_BUFFER))
 }
@@ -476,7 +476,7 @@ mod figures {
             verdict(bare / ours >= 0.97)
         );
         println!(
-            "    same 16 KiB read buffer:  {:.2} (bare-16K {bare_16k:.3} {unit}, ours {ours:.3} {unit})",
+            "    same read buffer (ours): {:.2} (bare-ours-buf {bare_16k:.3} {unit}, ours {ours:.3} {unit})",
             bare_16k / ours
         );
         println!(
@@ -541,7 +541,7 @@ mod figures {
             verdict(ours / bare <= target)
         );
         println!(
-            "    same 16 KiB read buffer:  {:.2} (bare-16K {bare_16k:.1} µs, ours {ours:.1} µs)",
+            "    same read buffer (ours): {:.2} (bare-ours-buf {bare_16k:.1} µs, ours {ours:.1} µs)",
             ours / bare_16k
         );
         println!(
@@ -579,7 +579,7 @@ fn size_label(size: usize) -> String {
 mod memory {
     use super::*;
 
-    const VARIANTS: [&str; 4] = ["bare", "bare-16K", "ours", "ours-128K"];
+    const VARIANTS: [&str; 4] = ["bare", "bare-ours-buf", "ours", "ours-128K"];
 
     /// Runs each variant in fresh child processes and prints the figure.
     pub(super) fn figure(addr: SocketAddr, mode: Mode) {
@@ -611,7 +611,7 @@ mod memory {
             verdict(ours / bare <= 0.5)
         );
         println!(
-            "    same 16 KiB read buffer:  {:.2} (bare-16K {bare_16k:.1} KiB, ours {ours:.1} KiB)",
+            "    same read buffer (ours): {:.2} (bare-ours-buf {bare_16k:.1} KiB, ours {ours:.1} KiB)",
             ours / bare_16k
         );
         println!(
@@ -658,7 +658,7 @@ mod memory {
         let (before, after) = block_on(async {
             match variant {
                 "bare" => idle(connections, || Bare::connect(addr, "/", None)).await,
-                "bare-16K" => idle(connections, || Bare::connect(addr, "/", config_16k())).await,
+                "bare-ours-buf" => idle(connections, || Bare::connect(addr, "/", config_16k())).await,
                 "ours" => idle(connections, || async move { ours(addr, "/") }).await,
                 "ours-128K" => idle(connections, || async move { ours_128k(addr, "/") }).await,
                 other => panic!("unknown variant {other}"),

@@ -22,9 +22,9 @@ use super::error::ConnectError;
 use super::transport::{self, MaybeTlsStream, Target, TcpOptions};
 use crate::Connect;
 
-/// The default read buffer per connection: 16 KiB (tungstenite's own default is 128 KiB, zero-filled on the
+/// The default read buffer per connection: 32 KiB (tungstenite's own default is 128 KiB, zero-filled on the
 /// first read: most of an idle connection's memory).
-pub const DEFAULT_READ_BUFFER: usize = 16 * 1024;
+pub const DEFAULT_READ_BUFFER: usize = 32 * 1024;
 
 /// Opens a WebSocket connection: TCP (async-io, `TCP_NODELAY`), TLS for `wss://` (rustls, default roots),
 /// then the upgrade.
