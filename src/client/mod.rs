@@ -207,7 +207,7 @@ pub struct WebSocketClient {
 impl fmt::Debug for WebSocketClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebSocketClient")
-            .field("url", &self.url)
+            .field("url", &crate::ws::redact_url(&self.url))
             .field("connector", &self.connector)
             .field("config", &self.shared.config)
             .field("running", &self.shared.running.load(Ordering::SeqCst))
@@ -607,7 +607,7 @@ pub struct ClientBuilder {
 impl fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientBuilder")
-            .field("url", &self.url)
+            .field("url", &crate::ws::redact_url(&self.url))
             .field("config", &self.config)
             .field("handshakers", &self.handshakers.len())
             .field("layers", &self.layers.len())

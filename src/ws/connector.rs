@@ -225,7 +225,7 @@ impl WsConnector {
             .as_str()
             .into_client_request()
             .map_err(|error| ConnectError::InvalidUrl {
-                url: url.clone(),
+                url: redact_url(&url),
                 reason: error.to_string(),
             })?;
         let headers = request.headers_mut();
@@ -242,7 +242,7 @@ impl WsConnector {
         if !self.subprotocols.is_empty() {
             let joined = self.subprotocols.join(", ");
             let value = HeaderValue::from_str(&joined).map_err(|_| ConnectError::InvalidUrl {
-                url,
+                url: redact_url(&url),
                 reason: format!("invalid subprotocol list {joined:?}"),
             })?;
             headers.insert("sec-websocket-protocol", value);
@@ -280,9 +280,13 @@ impl fmt::Debug for WsConnector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Header values may carry credentials: only their names are shown.
         let header_names: Vec<&str> = self.headers.keys().map(HeaderName::as_str).collect();
+        // URLs may carry credentials in their query or user info: those are hidden too.
         let mut s = f.debug_struct("WsConnector");
         match &self.urls {
-            Urls::Endpoints(urls) => s.field("endpoints", urls),
+            Urls::Endpoints(urls) => {
+                let shown: Vec<String> = urls.iter().map(|url| redact_url(url)).collect();
+                s.field("endpoints", &shown)
+            }
             Urls::Provider(_) => s.field("endpoints", &"<provider>"),
         };
         s.field("headers", &header_names)
@@ -293,6 +297,24 @@ impl fmt::Debug for WsConnector {
             .field("tcp_keepalive", &self.settings.tcp.keepalive)
             .field("custom_tls", &self.settings.tls.is_some())
             .finish_non_exhaustive()
+    }
+}
+
+/// `url` with its query and user info hidden: they may carry credentials (`?token=…`, `user:pass@`).
+pub(crate) fn redact_url(url: &str) -> String {
+    let without_query = match url.find(['?', '#']) {
+        Some(at) => format!("{}?<redacted>", &url[..at]),
+        None => url.to_owned(),
+    };
+    match (without_query.find("://"), without_query.find('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!(
+                "{}://<redacted>@{}",
+                &without_query[..scheme_end],
+                &without_query[at + 1..]
+            )
+        }
+        _ => without_query,
     }
 }
 
@@ -395,5 +417,25 @@ impl WsConnectorBuilder {
             }
         }
         self.connector
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_shown_without_credentials() {
+        assert_eq!(redact_url("wss://example.com/feed"), "wss://example.com/feed");
+        assert_eq!(
+            redact_url("wss://example.com/feed?token=s3cret"),
+            "wss://example.com/feed?<redacted>"
+        );
+        assert_eq!(
+            redact_url("wss://user:pw@example.com/"),
+            "wss://<redacted>@example.com/"
+        );
+        let debug = format!("{:?}", WsConnector::new("ws://u:p@127.0.0.1:1/x?token=s3cret"));
+        assert!(!debug.contains("s3cret") && !debug.contains("u:p"), "{debug}");
     }
 }

@@ -15,7 +15,7 @@ pub enum ConnectError {
     /// The URL or request is not a valid `ws://` or `wss://` target. Fatal.
     #[error("invalid websocket url {url:?}: {reason}")]
     InvalidUrl {
-        /// The URL as given.
+        /// The URL as given, with its query and user info hidden (they may carry credentials).
         url: String,
         /// What is wrong with it.
         reason: String,

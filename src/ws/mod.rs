@@ -18,6 +18,7 @@ mod transport;
 pub(crate) use self::classify::close_code;
 pub use self::classify::{classify, FATAL_CLOSE_CODES};
 pub use self::connection::WsConnection;
+pub(crate) use self::connector::redact_url;
 pub use self::connector::{connect, ConnectFuture, WsConnector, WsConnectorBuilder, DEFAULT_READ_BUFFER};
 pub use self::error::{ConnectError, ConnectionError};
 pub use self::transport::MaybeTlsStream;

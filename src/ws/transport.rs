@@ -88,7 +88,7 @@ pub(crate) struct Target {
 impl Target {
     pub(crate) fn from_uri(uri: &async_tungstenite::tungstenite::http::Uri) -> Result<Self, ConnectError> {
         let invalid = |reason: &str| ConnectError::InvalidUrl {
-            url: uri.to_string(),
+            url: super::connector::redact_url(&uri.to_string()),
             reason: reason.to_owned(),
         };
         let tls = match uri.scheme_str() {
