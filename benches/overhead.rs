@@ -17,21 +17,21 @@
 //! bare and wrapped runs over the same connections and compares medians, so drift on the machine affects both
 //! sides alike. A ratio is `bare time / wrapped time`, i.e. the wrapper's relative throughput: 1.00 means no
 //! overhead.
+#[path = "common/mod.rs"]
+mod common;
 
 use std::convert::Infallible;
 use std::fmt::Debug;
 use std::hint::black_box;
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use async_tungstenite::tungstenite::protocol::{Role, WebSocket};
+use async_tungstenite::tungstenite::protocol::Role;
 use async_tungstenite::tungstenite::{Bytes, Message};
 use async_tungstenite::WebSocketStream;
+use common::{server_frames, MemPipe};
 use criterion::{Criterion, Throughput};
 use futures::executor::block_on;
-use futures::io::{AsyncRead, AsyncWrite};
 use futures::{future, sink, stream, Sink, SinkExt, Stream, StreamExt};
 use stream_tungstenite::retry::NoRetry;
 use stream_tungstenite::{join, BoxError, Connect, ReconnectingStream};
@@ -78,63 +78,9 @@ fn main() {
 // The connections
 // ---------------------------------------------------------------------------------------------------------------
 
-/// An in-memory byte connection: reads replay `incoming` (whole frames) forever, writes are accepted and
-/// dropped. Like a socket whose peer is infinitely fast.
-#[derive(Debug)]
-struct MemPipe {
-    incoming: Vec<u8>,
-    pos: usize,
-}
-
-impl AsyncRead for MemPipe {
-    fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        if this.incoming.is_empty() {
-            return Poll::Ready(Ok(0));
-        }
-        let mut filled = 0;
-        while filled < buf.len() {
-            let chunk = &this.incoming[this.pos..];
-            let n = chunk.len().min(buf.len() - filled);
-            buf[filled..filled + n].copy_from_slice(&chunk[..n]);
-            filled += n;
-            this.pos = (this.pos + n) % this.incoming.len();
-        }
-        Poll::Ready(Ok(filled))
-    }
-}
-
-impl AsyncWrite for MemPipe {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Poll::Ready(Ok(black_box(buf).len()))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
-/// 1024 binary messages of [`MESSAGE_LEN`] bytes as a server sends them (unmasked frames), encoded by
-/// tungstenite itself.
-fn server_frames() -> Vec<u8> {
-    let mut server = WebSocket::from_raw_socket(io::Cursor::new(Vec::new()), Role::Server, None);
-    for i in 0..1024_usize {
-        let payload = vec![i as u8; MESSAGE_LEN];
-        server.send(Message::binary(payload)).expect("writing to memory");
-    }
-    server.get_ref().get_ref().clone()
-}
-
 /// A client-role WebSocket over a [`MemPipe`], as after the handshake.
 fn ws_in_memory() -> WebSocketStream<MemPipe> {
-    let pipe = MemPipe {
-        incoming: server_frames(),
-        pos: 0,
-    };
+    let pipe = MemPipe::new(server_frames(MESSAGE_LEN));
     block_on(WebSocketStream::from_raw_socket(pipe, Role::Client, None))
 }
 

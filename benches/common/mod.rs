@@ -1,0 +1,71 @@
+//! Shared by the in-memory benches (overhead, layers): a byte pipe whose peer is infinitely fast, and the
+//! frames a server would send.
+
+#![allow(dead_code)]
+
+use std::hint::black_box;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use async_tungstenite::tungstenite::protocol::{Role, WebSocket};
+use async_tungstenite::tungstenite::Message;
+use futures::io::{AsyncRead, AsyncWrite};
+
+/// An in-memory byte connection: reads replay `incoming` (whole frames) forever, writes are accepted and
+/// dropped. Like a socket whose peer is infinitely fast.
+#[derive(Debug)]
+pub(crate) struct MemPipe {
+    incoming: Vec<u8>,
+    pos: usize,
+}
+
+impl MemPipe {
+    /// A pipe replaying `incoming` forever.
+    pub(crate) fn new(incoming: Vec<u8>) -> Self {
+        Self { incoming, pos: 0 }
+    }
+}
+
+impl AsyncRead for MemPipe {
+    fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        if this.incoming.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let mut filled = 0;
+        while filled < buf.len() {
+            let chunk = &this.incoming[this.pos..];
+            let n = chunk.len().min(buf.len() - filled);
+            buf[filled..filled + n].copy_from_slice(&chunk[..n]);
+            filled += n;
+            this.pos = (this.pos + n) % this.incoming.len();
+        }
+        Poll::Ready(Ok(filled))
+    }
+}
+
+impl AsyncWrite for MemPipe {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Poll::Ready(Ok(black_box(buf).len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// 1024 binary messages of `message_len` bytes as a server sends them (unmasked frames), encoded by
+/// tungstenite itself.
+pub(crate) fn server_frames(message_len: usize) -> Vec<u8> {
+    let mut server = WebSocket::from_raw_socket(io::Cursor::new(Vec::new()), Role::Server, None);
+    for i in 0..1024_usize {
+        let payload = vec![i as u8; message_len];
+        server.send(Message::binary(payload)).expect("writing to memory");
+    }
+    server.get_ref().get_ref().clone()
+}
