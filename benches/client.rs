@@ -36,6 +36,10 @@
 //! [`WebSocketClient`]: stream_tungstenite::WebSocketClient
 //! [`ReconnectingStream`]: stream_tungstenite::ReconnectingStream
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::Mode;
 use std::future::Future;
 use std::hint::black_box;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -75,7 +79,7 @@ fn main() {
     println!(
         "\nWebSocketClient (subscribe) vs bare async-tungstenite over loopback: {} messages of {MESSAGE_LEN} bytes \
          per run, medians of interleaved runs ({mode:?} mode{})",
-        mode.flood(),
+        mode.pick(200, 10_000, 10_000),
         if mode == Mode::Test {
             ": a smoke test, the numbers mean nothing"
         } else {
@@ -83,50 +87,6 @@ fn main() {
         }
     );
     figures(addr, mode);
-}
-
-/// How long to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    /// `cargo test --benches`: check that everything runs.
-    Test,
-    /// `BENCH_QUICK=1` or `-- --quick`.
-    Quick,
-    Full,
-}
-
-impl Mode {
-    fn from_env() -> Self {
-        let args: Vec<String> = std::env::args().collect();
-        let quick = std::env::var_os("BENCH_QUICK").is_some_and(|v| !v.is_empty() && v != "0")
-            || args.iter().any(|arg| arg == "--quick");
-        let benchmarking = args.iter().any(|arg| arg == "--bench");
-        if !benchmarking || args.iter().any(|arg| arg == "--test") {
-            Self::Test
-        } else if quick {
-            Self::Quick
-        } else {
-            Self::Full
-        }
-    }
-
-    fn pick<T>(self, test: T, quick: T, full: T) -> T {
-        match self {
-            Self::Test => test,
-            Self::Quick => quick,
-            Self::Full => full,
-        }
-    }
-
-    /// Messages per flood.
-    fn flood(self) -> usize {
-        self.pick(200, 10_000, 10_000)
-    }
-
-    /// Interleaved samples per variant.
-    fn samples(self) -> usize {
-        self.pick(3, 51, 301)
-    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -304,7 +264,7 @@ macro_rules! repeat {
 // ---------------------------------------------------------------------------------------------------------------
 
 fn criterion_benches(criterion: &mut Criterion, addr: SocketAddr, mode: Mode) {
-    let n = mode.flood();
+    let n = mode.pick(200, 10_000, 10_000);
     let (mut bare, mut client_1, mut client_4) = block_on(async {
         (
             Bare::connect(addr).await,
@@ -335,7 +295,7 @@ fn criterion_benches(criterion: &mut Criterion, addr: SocketAddr, mode: Mode) {
 // ---------------------------------------------------------------------------------------------------------------
 
 fn figures(addr: SocketAddr, mode: Mode) {
-    let n = mode.flood();
+    let n = mode.pick(200, 10_000, 10_000);
     let [bare, client_1, client_4, bare_16k, client_128k, stream] = block_on(async {
         let mut variants: [Box<dyn Flood>; 6] = [
             Box::new(Bare::connect(addr).await),
@@ -347,7 +307,7 @@ fn figures(addr: SocketAddr, mode: Mode) {
         ];
         // Warm up: connect the stream, grow the buffers.
         interleaved(&mut variants, mode.pick(1, 5, 20), n).await;
-        let times = interleaved(&mut variants, mode.samples(), n).await;
+        let times = interleaved(&mut variants, mode.pick(3, 51, 301), n).await;
         times.map(|t| median(t).as_secs_f64() * 1e6 / n as f64)
     });
     let unit = "µs/msg";

@@ -55,6 +55,10 @@
 //! [`Immediate`]: stream_tungstenite::retry::Immediate
 //! [`DEFAULT_READ_BUFFER`]: stream_tungstenite::ws::DEFAULT_READ_BUFFER
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::Mode;
 use std::fmt::Debug;
 use std::future::Future;
 use std::hint::black_box;
@@ -124,45 +128,6 @@ fn main() {
     figures::echo(addr, mode);
     figures::reconnect(addr, mode);
     memory::figure(addr, mode);
-}
-
-/// How long to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    /// `cargo test --benches`: check that everything runs, in a second or two.
-    Test,
-    /// `BENCH_QUICK=1` or `-- --quick`.
-    Quick,
-    Full,
-}
-
-impl Mode {
-    fn from_env() -> Self {
-        let args: Vec<String> = std::env::args().collect();
-        let quick = std::env::var_os("BENCH_QUICK").is_some_and(|v| !v.is_empty() && v != "0")
-            || args.iter().any(|arg| arg == "--quick");
-        let benchmarking = args.iter().any(|arg| arg == "--bench");
-        if !benchmarking || args.iter().any(|arg| arg == "--test") {
-            Self::Test
-        } else if quick {
-            Self::Quick
-        } else {
-            Self::Full
-        }
-    }
-
-    fn pick<T>(self, test: T, quick: T, full: T) -> T {
-        match self {
-            Self::Test => test,
-            Self::Quick => quick,
-            Self::Full => full,
-        }
-    }
-
-    /// Messages per flood.
-    fn flood(self) -> usize {
-        self.pick(50, 1000, 1000)
-    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -396,7 +361,7 @@ macro_rules! interleaved {
 fn criterion_benches(criterion: &mut Criterion, addr: SocketAddr, mode: Mode) {
     let mut bare = block_on(Bare::connect(addr, "/", None));
     let mut ours = ours(addr, "/");
-    let n = mode.flood();
+    let n = mode.pick(50, 1000, 1000);
     for size in [64, 1024] {
         let mut group = criterion.benchmark_group(format!("receive_{}", size_label(size)));
         group.throughput(Throughput::Elements(n as u64 - 1));
@@ -449,7 +414,7 @@ mod figures {
     use super::*;
 
     pub(super) fn receive(addr: SocketAddr, mode: Mode, size: usize) {
-        let n = mode.flood();
+        let n = mode.pick(50, 1000, 1000);
         let samples = mode.pick(3, 201, 1001);
         let [bare, bare_16k, ours, ours_128k] = block_on(async {
             // A fresh connection per sample (see the module docs); connecting is not timed.

@@ -1,5 +1,5 @@
-//! Shared by the in-memory benches (overhead, layers): a byte pipe whose peer is infinitely fast, and the
-//! frames a server would send.
+//! Shared by the benches: the run [`Mode`], and for the in-memory benches (overhead, layers) a byte pipe whose
+//! peer is infinitely fast and the frames a server would send.
 
 #![allow(dead_code)]
 
@@ -68,4 +68,41 @@ pub(crate) fn server_frames(message_len: usize) -> Vec<u8> {
         server.send(Message::binary(payload)).expect("writing to memory");
     }
     server.get_ref().get_ref().clone()
+}
+
+/// How long a bench runs: a smoke test under `cargo test --benches`, a short run with `BENCH_QUICK=1` (or
+/// `-- --quick`), or the full run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// `cargo test --benches`: check that everything runs.
+    Test,
+    /// `BENCH_QUICK=1` or `-- --quick`.
+    Quick,
+    /// `cargo bench`.
+    Full,
+}
+
+impl Mode {
+    pub(crate) fn from_env() -> Self {
+        let args: Vec<String> = std::env::args().collect();
+        let quick = std::env::var_os("BENCH_QUICK").is_some_and(|v| !v.is_empty() && v != "0")
+            || args.iter().any(|arg| arg == "--quick");
+        let benchmarking = args.iter().any(|arg| arg == "--bench");
+        if !benchmarking || args.iter().any(|arg| arg == "--test") {
+            Self::Test
+        } else if quick {
+            Self::Quick
+        } else {
+            Self::Full
+        }
+    }
+
+    /// The value for this mode.
+    pub(crate) fn pick<T>(self, test: T, quick: T, full: T) -> T {
+        match self {
+            Self::Test => test,
+            Self::Quick => quick,
+            Self::Full => full,
+        }
+    }
 }
