@@ -32,7 +32,9 @@ pub struct HeartbeatTimeout {
 ///
 /// The timers run while the stream is read (polled for its next item), which is what any consumer of a
 /// reconnecting stream does. While messages keep arriving the connection is evidently alive; pings still go
-/// out every interval so the server sees the client alive too.
+/// out every interval so the server sees the client alive too. The server's Pong replies are frames like any
+/// other: they reach the reader as items (filter them with an [`ExtensionLayer`](super::ExtensionLayer) if
+/// unwanted).
 ///
 /// # Examples
 ///
