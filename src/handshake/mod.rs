@@ -272,11 +272,14 @@ impl HandshakeIo<'_> {
     }
 
     fn lost(&self, error: Option<BoxError>) -> HandshakeError {
-        let close_code = error.as_ref().and_then(|error| {
-            error
-                .downcast_ref::<crate::ws::ConnectionError>()
-                .and_then(crate::ws::ConnectionError::close_code)
-        });
+        // Only a code the server sent: errors the client detected itself (a bad frame, say) are not the
+        // server's verdict, and are retried like any lost connection.
+        let close_code = error
+            .as_ref()
+            .and_then(|error| match error.downcast_ref::<crate::ws::ConnectionError>() {
+                Some(crate::ws::ConnectionError::Closed { code, .. }) => Some(*code),
+                _ => None,
+            });
         HandshakeError::ConnectionLost {
             step: self.step.clone(),
             close_code,

@@ -68,16 +68,19 @@ impl Stream for WsConnection {
     #[inline(always)]
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        loop {
-            if this.ended {
-                return Poll::Ready(None);
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        match ready!(Pin::new(&mut this.inner).poll_next(cx)) {
+            Some(Ok(Message::Close(frame))) => {
+                // tungstenite queues the reply: send it if the socket takes it now, then end at once rather
+                // than wait for a server that may never close TCP.
+                this.on_close(frame);
+                let _ = Pin::new(&mut this.inner).poll_flush(cx);
+                Poll::Ready(this.on_end(None))
             }
-            match ready!(Pin::new(&mut this.inner).poll_next(cx)) {
-                // tungstenite queues the reply; keep reading until the handshake completes.
-                Some(Ok(Message::Close(frame))) => this.on_close(frame),
-                Some(Ok(message)) => return Poll::Ready(Some(Ok(message))),
-                other => return Poll::Ready(this.on_end(other)),
-            }
+            Some(Ok(message)) => Poll::Ready(Some(Ok(message))),
+            other => Poll::Ready(this.on_end(other)),
         }
     }
 }
