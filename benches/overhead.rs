@@ -22,17 +22,17 @@ mod common;
 
 use std::convert::Infallible;
 use std::fmt::Debug;
-use std::hint::black_box;
+
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_tungstenite::tungstenite::protocol::Role;
 use async_tungstenite::tungstenite::{Bytes, Message};
 use async_tungstenite::WebSocketStream;
-use common::{server_frames, MemPipe};
+use common::{receive, send, server_frames, shared_message, MemPipe};
 use criterion::{Criterion, Throughput};
 use futures::executor::block_on;
-use futures::{future, sink, stream, Sink, SinkExt, Stream, StreamExt};
+use futures::{future, sink, stream, Sink, Stream, StreamExt};
 use stream_tungstenite::retry::NoRetry;
 use stream_tungstenite::{join, BoxError, Connect, ReconnectingStream};
 
@@ -43,10 +43,9 @@ const MESSAGE_LEN: usize = 64;
 const BATCH: usize = 1000;
 
 fn main() {
-    let arg = |name: &str| std::env::args().any(|arg| arg == name);
-    let quick = arg("--quick") || std::env::var_os("BENCH_QUICK").is_some_and(|v| !v.is_empty() && v != "0");
-    // `cargo bench` passes `--bench`; without it (`cargo test --benches`) everything runs once, as a test.
-    let test_mode = !arg("--bench") || arg("--test");
+    let mode = common::Mode::from_env();
+    let quick = mode != common::Mode::Full;
+    let test_mode = mode == common::Mode::Test;
 
     let mut criterion = Criterion::default()
         .warm_up_time(Duration::from_millis(if quick { 200 } else { 1000 }))
@@ -106,49 +105,6 @@ fn wrap<S: Unpin, I: Unpin>(conn: S) -> ReconnectingStream<impl Connect<Connecti
 // ---------------------------------------------------------------------------------------------------------------
 // The measured operations
 // ---------------------------------------------------------------------------------------------------------------
-
-/// Reads `n` messages; returns the time taken.
-fn receive<S, T, E>(conn: &mut S, n: u64) -> Duration
-where
-    S: Stream<Item = Result<T, E>> + Unpin,
-    E: Debug,
-{
-    block_on(async {
-        let start = Instant::now();
-        for _ in 0..n {
-            let item = conn
-                .next()
-                .await
-                .expect("the stream never ends")
-                .expect("no read error");
-            black_box(item);
-        }
-        start.elapsed()
-    })
-}
-
-/// Sends `n` messages made by `make` with `feed`, then `flush`es once; returns the time taken.
-fn send<S, M>(conn: &mut S, n: u64, mut make: impl FnMut() -> M) -> Duration
-where
-    S: Sink<M> + Unpin,
-    S::Error: Debug,
-{
-    block_on(async {
-        let start = Instant::now();
-        for _ in 0..n {
-            conn.feed(make()).await.expect("feed");
-        }
-        conn.flush().await.expect("flush");
-        start.elapsed()
-    })
-}
-
-/// A 64-byte message whose payload is shared with a template: a clone is a reference-count increment.
-fn shared_message() -> impl FnMut() -> Message {
-    let template = Bytes::from(vec![0x5a; MESSAGE_LEN]);
-    let _promote_to_shared = template.clone();
-    move || Message::Binary(template.clone())
-}
 
 /// A 64-byte message freshly allocated for each send, as `Message::binary(vec)` makes it: the wrapper's copy
 /// (kept until the flush completes, to resend on failure) is the payload's first clone, which allocates.
@@ -215,7 +171,10 @@ fn cases(mut visit: impl FnMut(&str, &mut dyn FnMut(Side, u64) -> Duration)) {
     );
 
     let mut ws = ws_in_memory();
-    visit("send ws-in-memory 64B", &mut send_case(&mut ws, shared_message()));
+    visit(
+        "send ws-in-memory 64B",
+        &mut send_case(&mut ws, shared_message(MESSAGE_LEN)),
+    );
 
     let mut ws = ws_in_memory();
     visit("send ws-in-memory 64B fresh", &mut send_case(&mut ws, fresh_message()));

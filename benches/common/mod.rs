@@ -3,14 +3,18 @@
 
 #![allow(dead_code)]
 
+use std::fmt::Debug;
 use std::hint::black_box;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::protocol::{Role, WebSocket};
-use async_tungstenite::tungstenite::Message;
+use async_tungstenite::tungstenite::{Bytes, Message};
+use futures::executor::block_on;
 use futures::io::{AsyncRead, AsyncWrite};
+use futures::{Sink, SinkExt, Stream, StreamExt};
 
 /// An in-memory byte connection: reads replay `incoming` (whole frames) forever, writes are accepted and
 /// dropped. Like a socket whose peer is infinitely fast.
@@ -105,4 +109,47 @@ impl Mode {
             Self::Full => full,
         }
     }
+}
+
+/// Reads `n` messages; returns the time taken.
+pub(crate) fn receive<S, T, E>(conn: &mut S, n: u64) -> Duration
+where
+    S: Stream<Item = Result<T, E>> + Unpin,
+    E: Debug,
+{
+    block_on(async {
+        let start = Instant::now();
+        for _ in 0..n {
+            let item = conn
+                .next()
+                .await
+                .expect("the stream never ends")
+                .expect("no read error");
+            black_box(item);
+        }
+        start.elapsed()
+    })
+}
+
+/// Sends `n` messages made by `make` with `feed`, then `flush`es once; returns the time taken.
+pub(crate) fn send<S, M>(conn: &mut S, n: u64, mut make: impl FnMut() -> M) -> Duration
+where
+    S: Sink<M> + Unpin,
+    S::Error: Debug,
+{
+    block_on(async {
+        let start = Instant::now();
+        for _ in 0..n {
+            conn.feed(make()).await.expect("feed");
+        }
+        conn.flush().await.expect("flush");
+        start.elapsed()
+    })
+}
+
+/// A `len`-byte message whose payload is shared with a template: a clone is a reference-count increment.
+pub(crate) fn shared_message(len: usize) -> impl FnMut() -> Message {
+    let template = Bytes::from(vec![0x5a; len]);
+    let _promote_to_shared = template.clone();
+    move || Message::Binary(template.clone())
 }

@@ -109,6 +109,31 @@ impl Shared {
         self.detail.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    // The counters have one writer, the running driver (a second run() is refused), so a load and a store do
+    // instead of a locked read-modify-write per message; readers see a recent value either way.
+    fn bump(counter: &AtomicU64, by: u64) {
+        counter.store(counter.load(Ordering::Relaxed).wrapping_add(by), Ordering::Relaxed);
+    }
+
+    fn count_in(&self, message: &Message) {
+        Self::bump(&self.messages_in, 1);
+        Self::bump(&self.bytes_in, message.len() as u64);
+    }
+
+    fn count_out(&self, message: &Message) {
+        Self::bump(&self.messages_out, 1);
+        Self::bump(&self.bytes_out, message.len() as u64);
+    }
+
+    /// A message counted as sent came back unsent.
+    fn uncount_out(&self, message: &Message) {
+        let less = |counter: &AtomicU64, by: u64| {
+            counter.store(counter.load(Ordering::Relaxed).saturating_sub(by), Ordering::Relaxed);
+        };
+        less(&self.messages_out, 1);
+        less(&self.bytes_out, message.len() as u64);
+    }
+
     fn leftover(&self) -> MutexGuard<'_, VecDeque<Message>> {
         self.leftover.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -487,8 +512,7 @@ impl Driver {
         stream.as_mut().close_now();
         let unsent = stream.take_unsent();
         for message in &unsent {
-            self.shared.messages_out.fetch_sub(1, Ordering::Relaxed);
-            self.shared.bytes_out.fetch_sub(message.len() as u64, Ordering::Relaxed);
+            self.shared.uncount_out(message);
         }
         let mut leftover = self.shared.leftover();
         for message in unsent.into_iter().chain(self.pending.drain(..)) {
@@ -503,8 +527,7 @@ impl Driver {
             self.pending.push_back(message);
         }
         while let Some(message) = self.pending.pop_front() {
-            self.shared.messages_out.fetch_add(1, Ordering::Relaxed);
-            self.shared.bytes_out.fetch_add(message.len() as u64, Ordering::Relaxed);
+            self.shared.count_out(&message);
             // `start_send` queues without limit; the stream keeps the message whatever happens.
             let _ = Pin::new(&mut self.stream).start_send(message);
         }
@@ -525,8 +548,7 @@ impl Driver {
             match Pin::new(&mut self.stream).poll_ready(cx) {
                 Poll::Ready(Ok(())) => {
                     if let Some(message) = self.pending.pop_front() {
-                        self.shared.messages_out.fetch_add(1, Ordering::Relaxed);
-                        self.shared.bytes_out.fetch_add(message.len() as u64, Ordering::Relaxed);
+                        self.shared.count_out(&message);
                         if let Err(error) = Pin::new(&mut self.stream).start_send(message) {
                             return Poll::Ready(Err(ClientError::Terminated(error)));
                         }
@@ -543,8 +565,7 @@ impl Driver {
         for _ in 0..BUDGET {
             match Pin::new(&mut self.stream).poll_next(cx) {
                 Poll::Ready(Some(Ok(message))) => {
-                    self.shared.messages_in.fetch_add(1, Ordering::Relaxed);
-                    self.shared.bytes_in.fetch_add(message.len() as u64, Ordering::Relaxed);
+                    self.shared.count_in(&message);
                     let _ = self.shared.messages.try_broadcast(Arc::new(message));
                 }
                 Poll::Ready(Some(Err(error))) => return Poll::Ready(Err(ClientError::Terminated(error))),

@@ -7,9 +7,12 @@
 
 #[path = "../support/feed.rs"]
 mod feed;
+#[path = "../support/log_buffer.rs"]
+mod log_buffer;
 #[path = "../support/server.rs"]
 mod server;
 
+use log_buffer::LogBuffer;
 use std::future::Future;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -486,35 +489,6 @@ fn defect_e_logging_non_ascii_text_cut_anywhere_does_not_panic() {
     let output = output.text();
     assert!(output.contains("truncated=true"), "{output}");
     assert!(output.contains('日'), "{output}");
-}
-
-/// A tracing writer into memory.
-#[derive(Clone, Default)]
-struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl LogBuffer {
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-}
-
-impl std::io::Write for LogBuffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
-    type Writer = LogBuffer;
-
-    fn make_writer(&'a self) -> LogBuffer {
-        self.clone()
-    }
 }
 
 // ---- f. A zero initial delay ------------------------------------------------------------------------------------

@@ -4,6 +4,8 @@
 
 #[path = "../support/feed.rs"]
 mod feed;
+#[path = "../support/log_buffer.rs"]
+mod log_buffer;
 #[path = "../support/server.rs"]
 mod server;
 
@@ -15,6 +17,7 @@ use std::time::Duration;
 
 use feed::{feed_server, is_type, Feed};
 use futures::{SinkExt, Stream, StreamExt};
+use log_buffer::LogBuffer;
 use stream_tungstenite::extension::{ExtensionLayer, HeartbeatLayer, HeartbeatTimeout};
 use stream_tungstenite::handshake::{AuthHandshaker, HandshakeError, HandshakeLayer, SubscribeHandshaker};
 use stream_tungstenite::layer::ConnectorBuilder;
@@ -340,21 +343,6 @@ fn extensions_transform_and_drop_messages_in_both_directions() {
     });
 }
 
-/// A writer that appends everything to a shared buffer, for capturing tracing output.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn logging_never_shows_the_token_even_when_it_sees_the_auth_frames() {
     use stream_tungstenite::extension::LoggingLayer;
@@ -364,11 +352,10 @@ fn logging_never_shows_the_token_even_when_it_sees_the_auth_frames() {
         ..Feed::default()
     });
     let url = server.url();
-    let capture = Capture::default();
-    let writer = capture.clone();
+    let capture = LogBuffer::default();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
+        .with_writer(capture.clone())
         .finish();
     tracing::subscriber::with_default(subscriber, || {
         // The logging layer sits inside the handshakes: it sees the auth frame with the token in it.
@@ -382,7 +369,7 @@ fn logging_never_shows_the_token_even_when_it_sees_the_auth_frames() {
             }
         });
     });
-    let output = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let output = capture.text();
     assert!(output.contains("auth"), "the auth frame was logged: {output}");
     assert!(output.contains("update"), "{output}");
     assert!(!output.contains(TOKEN), "the token leaked into the log:\n{output}");
