@@ -142,7 +142,7 @@ type RunFuture = Pin<Box<dyn Future<Output = Result<(), ClientError>> + Send>>;
 struct Client {
     client: Arc<WebSocketClient>,
     run: RunFuture,
-    subscribers: Vec<Subscription<Arc<Message>>>,
+    subscribers: Vec<Subscription<Message>>,
 }
 
 impl Client {

@@ -81,7 +81,11 @@ fn main() {
             ""
         }
     );
-    cases(|label, run| ratio(label, samples, run));
+    cases(|label, run| {
+        if common::selected(label) {
+            ratio(label, samples, run);
+        }
+    });
     println!("diagnostics: each layer alone (same measure)");
     diagnostics(|label, run| ratio(label, samples, run));
 }

@@ -70,7 +70,11 @@ fn main() {
             ""
         }
     );
-    cases(|label, run| ratio(label, samples, run));
+    cases(|label, run| {
+        if common::selected(label) {
+            ratio(label, samples, run);
+        }
+    });
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -111,6 +111,13 @@ impl Mode {
     }
 }
 
+/// The benchmark filter given on the command line (`cargo bench --bench overhead -- receive`), if any: the
+/// ratio loops skip the cases whose label does not contain it, as criterion skips its benchmarks.
+pub(crate) fn selected(label: &str) -> bool {
+    let filter = std::env::args().skip(1).find(|arg| !arg.starts_with('-'));
+    filter.map_or(true, |filter| label.contains(filter.as_str()))
+}
+
 /// Reads `n` messages; returns the time taken.
 pub(crate) fn receive<S, T, E>(conn: &mut S, n: u64) -> Duration
 where

@@ -10,6 +10,7 @@ use async_tungstenite::tungstenite::{Bytes, Message};
 use futures_core::Stream;
 use futures_util::future::{self, Either};
 
+use super::fanout::{self, Recv};
 use crate::time::Timer;
 use crate::ConnectionState;
 
@@ -164,7 +165,7 @@ pub enum ReceiveError {
 ///
 /// It is a `Stream` of `Result<T, ReceiveError>` too.
 pub struct Subscription<T> {
-    pub(super) rx: async_broadcast::Receiver<T>,
+    pub(super) rx: fanout::Receiver<T>,
 }
 
 impl<T: Clone> Subscription<T> {
@@ -178,10 +179,10 @@ impl<T: Clone> Subscription<T> {
     ///
     /// Cancel safe: dropping the future loses no item.
     pub async fn recv(&mut self) -> Result<T, ReceiveError> {
-        self.rx.recv_direct().await.map_err(|error| match error {
-            async_broadcast::RecvError::Overflowed(missed) => ReceiveError::Lagged(missed),
-            async_broadcast::RecvError::Closed => ReceiveError::Closed,
-        })
+        if let Some(item) = self.rx.pop_local() {
+            return Ok(item);
+        }
+        future::poll_fn(|cx| self.rx.poll_recv(cx).map(received)).await
     }
 
     /// The next item if one is buffered.
@@ -191,11 +192,18 @@ impl<T: Clone> Subscription<T> {
     /// As [`recv`](Self::recv); `Ok(None)` when nothing is buffered.
     pub fn try_recv(&mut self) -> Result<Option<T>, ReceiveError> {
         match self.rx.try_recv() {
-            Ok(item) => Ok(Some(item)),
-            Err(async_broadcast::TryRecvError::Empty) => Ok(None),
-            Err(async_broadcast::TryRecvError::Overflowed(missed)) => Err(ReceiveError::Lagged(missed)),
-            Err(async_broadcast::TryRecvError::Closed) => Err(ReceiveError::Closed),
+            Recv::Empty => Ok(None),
+            found => received(found).map(Some),
         }
+    }
+}
+
+/// A receive's outcome as `recv` returns it (`Empty` does not reach here).
+fn received<T>(found: Recv<T>) -> Result<T, ReceiveError> {
+    match found {
+        Recv::Item(item) => Ok(item),
+        Recv::Lagged(missed) => Err(ReceiveError::Lagged(missed)),
+        Recv::Empty | Recv::Closed => Err(ReceiveError::Closed),
     }
 }
 
@@ -203,18 +211,14 @@ impl<T: Clone> Stream for Subscription<T> {
     type Item = Result<T, ReceiveError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        match Pin::new(&mut self.rx).poll_recv(cx) {
-            Poll::Ready(Some(Ok(item))) => Poll::Ready(Some(Ok(item))),
-            Poll::Ready(Some(Err(async_broadcast::RecvError::Overflowed(missed)))) => {
-                Poll::Ready(Some(Err(ReceiveError::Lagged(missed))))
-            }
-            Poll::Ready(Some(Err(async_broadcast::RecvError::Closed)) | None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
+        self.rx.poll_recv(cx).map(|found| match received(found) {
+            Err(ReceiveError::Closed) => None,
+            outcome => Some(outcome),
+        })
     }
 }
 
-impl<T> fmt::Debug for Subscription<T> {
+impl<T: Clone> fmt::Debug for Subscription<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Subscription")
             .field("buffered", &self.rx.len())

@@ -24,6 +24,7 @@
 
 mod config;
 mod erased;
+mod fanout;
 mod handles;
 
 use std::collections::VecDeque;
@@ -45,8 +46,9 @@ use futures_sink::Sink;
 use tower_layer::Layer;
 
 pub use self::config::ClientConfig;
-use self::erased::IdleTimeout;
 pub use self::erased::{BoxConnectFuture, BoxConnection, Connection, ErasedConnector, ReceiveTimeout};
+use self::erased::{ClientConnector, IdleTimeout};
+use self::fanout::Publisher;
 pub use self::handles::{ClientState, DisconnectReason, ReceiveError, SendError, Sender, Subscription};
 use crate::extension::{Extension, ExtensionLayer, HeartbeatLayer};
 use crate::handshake::{ChainedHandshaker, Handshake, HandshakeLayer};
@@ -80,10 +82,8 @@ pub(crate) struct Shared {
     close_timeout_ms: AtomicU64,
     wake_driver: Notify,
     stopped: Notify,
-    messages: async_broadcast::Sender<Arc<Message>>,
-    _messages_keepalive: async_broadcast::InactiveReceiver<Arc<Message>>,
-    events: async_broadcast::Sender<Event>,
-    _events_keepalive: async_broadcast::InactiveReceiver<Event>,
+    messages: Publisher<Message>,
+    events: Publisher<Event>,
     outgoing: async_channel::Receiver<Message>,
     leftover: Mutex<VecDeque<Message>>,
     messages_in: AtomicU64,
@@ -115,9 +115,9 @@ impl Shared {
         counter.store(counter.load(Ordering::Relaxed).wrapping_add(by), Ordering::Relaxed);
     }
 
-    fn count_in(&self, message: &Message) {
-        Self::bump(&self.messages_in, 1);
-        Self::bump(&self.bytes_in, message.len() as u64);
+    fn count_in(&self, messages: &VecDeque<Message>) {
+        Self::bump(&self.messages_in, messages.len() as u64);
+        Self::bump(&self.bytes_in, messages.iter().map(|m| m.len() as u64).sum());
     }
 
     fn count_out(&self, message: &Message) {
@@ -193,7 +193,7 @@ impl Shared {
                 }
             }
         }
-        let _ = self.events.try_broadcast(event);
+        self.events.publish(event);
     }
 }
 
@@ -256,18 +256,19 @@ impl WebSocketClient {
         &self.url
     }
 
-    /// A new subscriber to inbound messages (those received from now on). Messages are shared, not copied,
-    /// between subscribers.
-    pub fn subscribe(&self) -> Subscription<Arc<Message>> {
+    /// A new subscriber to inbound messages (those received from now on). Each subscriber gets every message;
+    /// a payload is shared, not copied, between subscribers (a [`Message`] clone is a reference-count
+    /// increment).
+    pub fn subscribe(&self) -> Subscription<Message> {
         Subscription {
-            rx: self.shared.messages.new_receiver(),
+            rx: self.shared.messages.subscribe(),
         }
     }
 
     /// A new subscriber to connection [`Event`]s.
     pub fn subscribe_events(&self) -> Subscription<Event> {
         Subscription {
-            rx: self.shared.events.new_receiver(),
+            rx: self.shared.events.subscribe(),
         }
     }
 
@@ -390,6 +391,7 @@ impl WebSocketClient {
             shared: Arc::clone(&self.shared),
             outgoing: Box::pin(self.shared.outgoing.clone()),
             pending: self.shared.leftover().drain(..).collect(),
+            inbound: VecDeque::new(),
             listener: None,
             closing: None,
         };
@@ -425,7 +427,15 @@ impl WebSocketClient {
     }
 
     /// The connector stack for one run: transport, handshakes, receive timeout, heartbeat, user layers.
-    fn connector(&self) -> ErasedConnector {
+    fn connector(&self) -> ClientConnector {
+        let config = &self.shared.config;
+        let layered = !self.handshakers.is_empty()
+            || config.receive_timeout.is_some()
+            || config.heartbeat.is_some()
+            || !self.layers.is_empty();
+        if !layered {
+            return ClientConnector::Direct(self.connector.clone());
+        }
         let timer = Arc::clone(&self.shared.timer);
         let mut connector = ErasedConnector::new(self.connector.clone());
         if !self.handshakers.is_empty() {
@@ -451,7 +461,7 @@ impl WebSocketClient {
         for layer in &self.layers {
             connector = layer(connector);
         }
-        connector
+        ClientConnector::Layered(connector)
     }
 }
 
@@ -485,15 +495,17 @@ impl Drop for RunGuard {
 }
 
 /// Inbound messages handled per poll before yielding to the executor (fairness).
-const BUDGET: usize = 128;
+const BUDGET: usize = 512;
 
 /// The driver of one run: moves queued messages into the stream, inbound messages to subscribers.
 struct Driver {
-    stream: ReconnectingStream<ErasedConnector, Message>,
+    stream: ReconnectingStream<ClientConnector, Message>,
     shared: Arc<Shared>,
     outgoing: Pin<Box<async_channel::Receiver<Message>>>,
     /// Taken from the channel (or left by the previous run), not yet accepted by the stream.
     pending: VecDeque<Message>,
+    /// Read from the stream in this poll, published to the subscribers at its end.
+    inbound: VecDeque<Message>,
     listener: Option<EventListener>,
     closing: Option<crate::time::Sleep>,
 }
@@ -561,21 +573,33 @@ impl Driver {
         if let Poll::Ready(Err(error)) = Pin::new(&mut self.stream).poll_flush(cx) {
             return Poll::Ready(Err(ClientError::Terminated(error)));
         }
-        // Inbound: to every subscriber, never waiting for a slow one.
-        for _ in 0..BUDGET {
+        // Inbound: to every subscriber, never waiting for a slow one; published a batch at a time (what one
+        // poll read), so subscribers pay one lock per batch, not per message.
+        let mut outcome = None;
+        while self.inbound.len() < BUDGET {
             match Pin::new(&mut self.stream).poll_next(cx) {
-                Poll::Ready(Some(Ok(message))) => {
-                    self.shared.count_in(&message);
-                    let _ = self.shared.messages.try_broadcast(Arc::new(message));
+                Poll::Ready(Some(Ok(message))) => self.inbound.push_back(message),
+                Poll::Ready(Some(Err(error))) => {
+                    outcome = Some(Poll::Ready(Err(ClientError::Terminated(error))));
+                    break;
                 }
-                Poll::Ready(Some(Err(error))) => return Poll::Ready(Err(ClientError::Terminated(error))),
-                Poll::Ready(None) => return Poll::Ready(Ok(())),
-                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    outcome = Some(Poll::Ready(Ok(())));
+                    break;
+                }
+                Poll::Pending => {
+                    outcome = Some(Poll::Pending);
+                    break;
+                }
             }
         }
-        // More inbound work is waiting: let other tasks run, then continue.
-        cx.waker().wake_by_ref();
-        Poll::Pending
+        self.shared.count_in(&self.inbound);
+        self.shared.messages.publish_all(&mut self.inbound);
+        outcome.unwrap_or_else(|| {
+            // More inbound work is waiting: let other tasks run, then continue.
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        })
     }
 
     fn shutdown_requested(&mut self, cx: &mut Context<'_>) -> bool {
@@ -753,12 +777,8 @@ impl ClientBuilder {
     /// Builds the client.
     pub fn build(self) -> WebSocketClient {
         let config = self.config;
-        let (mut messages, messages_rx) = async_broadcast::broadcast(config.subscriber_capacity.max(1));
-        messages.set_overflow(true);
-        messages.set_await_active(false);
-        let (mut events, events_rx) = async_broadcast::broadcast(config.event_capacity.max(1));
-        events.set_overflow(true);
-        events.set_await_active(false);
+        let messages = Publisher::new(config.subscriber_capacity);
+        let events = Publisher::new(config.event_capacity);
         let (tx, rx) = async_channel::bounded(config.send_capacity.max(1));
         let close_timeout_ms = u64::try_from(config.close_timeout.as_millis()).unwrap_or(u64::MAX);
         let shared = Arc::new(Shared {
@@ -770,9 +790,7 @@ impl ClientBuilder {
             wake_driver: Notify::new(),
             stopped: Notify::new(),
             messages,
-            _messages_keepalive: messages_rx.deactivate(),
             events,
-            _events_keepalive: events_rx.deactivate(),
             outgoing: rx,
             leftover: Mutex::new(VecDeque::new()),
             messages_in: AtomicU64::new(0),

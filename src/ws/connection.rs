@@ -9,7 +9,7 @@ use futures_core::Stream;
 use futures_sink::Sink;
 
 use super::error::ConnectionError;
-use super::transport::MaybeTlsStream;
+use super::transport::Transport;
 
 /// One WebSocket connection: `Stream<Item = Result<Message, ConnectionError>> + Sink<Message>`.
 ///
@@ -24,14 +24,14 @@ use super::transport::MaybeTlsStream;
 /// the end of the connection). Bound the wait from outside, as `ReconnectingStream`'s close timeout does.
 #[derive(Debug)]
 pub struct WsConnection {
-    inner: WebSocketStream<MaybeTlsStream>,
+    inner: WebSocketStream<Transport>,
     protocol: Option<String>,
     peer_close: Option<(u16, String)>,
     ended: bool,
 }
 
 impl WsConnection {
-    pub(crate) fn new(inner: WebSocketStream<MaybeTlsStream>, protocol: Option<String>) -> Self {
+    pub(crate) fn new(inner: WebSocketStream<Transport>, protocol: Option<String>) -> Self {
         Self {
             inner,
             protocol,
@@ -46,12 +46,12 @@ impl WsConnection {
     }
 
     /// The async-tungstenite stream.
-    pub fn get_ref(&self) -> &WebSocketStream<MaybeTlsStream> {
+    pub fn get_ref(&self) -> &WebSocketStream<Transport> {
         &self.inner
     }
 
     /// The async-tungstenite stream, for low-level control.
-    pub fn into_inner(self) -> WebSocketStream<MaybeTlsStream> {
+    pub fn into_inner(self) -> WebSocketStream<Transport> {
         self.inner
     }
 

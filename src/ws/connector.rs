@@ -11,7 +11,8 @@ use std::time::Duration;
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::handshake::client::Request;
 use async_tungstenite::tungstenite::http::{HeaderMap, HeaderName, HeaderValue};
-use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use async_tungstenite::WebSocketStream;
 use futures_rustls::rustls::pki_types::CertificateDer;
 use futures_rustls::rustls::{ClientConfig, RootCertStore};
 use futures_util::future::{self, Either};
@@ -19,7 +20,7 @@ use tracing::debug;
 
 use super::connection::WsConnection;
 use super::error::ConnectError;
-use super::transport::{self, MaybeTlsStream, Target, TcpOptions};
+use super::transport::{self, MaybeTlsStream, Target, TcpOptions, Transport};
 use crate::Connect;
 
 /// The default read buffer per connection: 32 KiB (tungstenite's own default is 128 KiB, zero-filled on the
@@ -126,9 +127,14 @@ async fn dial_inner(request: Request, settings: &Settings) -> Result<WsConnectio
     } else {
         MaybeTlsStream::Plain(tcp)
     };
-    let (ws, response) = async_tungstenite::client_async_with_config(request, stream, Some(settings.ws_config))
-        .await
-        .map_err(ConnectError::from_handshake)?;
+    let (ws, response) =
+        async_tungstenite::client_async_with_config(request, Transport::new(stream), Some(settings.ws_config))
+            .await
+            .map_err(ConnectError::from_handshake)?;
+    // A fresh WebSocket over the same bytes: its read buffer has the configured size for good (see
+    // `Transport`); the handshake read nothing past the response head, so nothing is left behind.
+    let transport = ws.into_inner().upgraded();
+    let ws = WebSocketStream::from_raw_socket(transport, Role::Client, Some(settings.ws_config)).await;
     let protocol = response
         .headers()
         .get("sec-websocket-protocol")

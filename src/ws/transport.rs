@@ -78,6 +78,154 @@ impl AsyncWrite for MaybeTlsStream {
 }
 
 /// Where to dial, taken from the request's URI.
+/// The byte stream a [`WsConnection`](super::WsConnection) runs on: a [`MaybeTlsStream`] that, during the
+/// upgrade, hands the handshake no byte past the end of a `101` response's head.
+///
+/// Why: tungstenite keeps any bytes read past the response head and builds its read buffer from them, and a
+/// buffer built that way forgets its configured size. Once the application holds on to received messages
+/// (which share that buffer), every refill then allocates a buffer just big enough for the next frame, and
+/// reads shrink to a few kilobytes. Stopping at the head lets the connection start from a fresh buffer of the
+/// configured size ([`WebSocketConfig::read_buffer_size`]), with the bytes that followed the head served first.
+///
+/// [`WebSocketConfig::read_buffer_size`]: async_tungstenite::tungstenite::protocol::WebSocketConfig::read_buffer_size
+#[derive(Debug)]
+pub struct Transport {
+    inner: MaybeTlsStream,
+    /// While the response head is being read: what has been seen of it.
+    head: Option<HeadScan>,
+    /// Read past the response head, served before the stream.
+    pending: Vec<u8>,
+    consumed: usize,
+}
+
+/// Finds the end of an HTTP response head, only for a `101 Switching Protocols` (other responses keep their
+/// body as tungstenite reads it, for the error).
+#[derive(Debug, Default)]
+struct HeadScan {
+    /// The first bytes, up to the status code.
+    start: Vec<u8>,
+    /// The last bytes seen, to find `\r\n\r\n` (or `\n\n`) across reads.
+    tail: [u8; 3],
+}
+
+/// `HTTP/1.1 101` is 12 bytes.
+const STATUS_END: usize = 12;
+
+impl HeadScan {
+    /// Scans `bytes`, just read; returns how many belong to the head if its end is among them.
+    fn end_in(&mut self, bytes: &[u8]) -> Option<usize> {
+        for (i, &byte) in bytes.iter().enumerate() {
+            if self.start.len() < STATUS_END {
+                self.start.push(byte);
+            }
+            let [a, b, c] = self.tail;
+            let end = (c == b'\n' && byte == b'\n') || (a == b'\r' && b == b'\n' && c == b'\r' && byte == b'\n');
+            self.tail = [b, c, byte];
+            if end {
+                return Some(i + 1);
+            }
+        }
+        None
+    }
+
+    /// Whether the response is (still possibly) a `101`: only then is the head's end guarded.
+    fn may_switch(&self) -> bool {
+        let start = &self.start[..];
+        let version_end = start.iter().position(|&b| b == b' ');
+        match version_end {
+            None => true,
+            Some(space) => {
+                let code = &start[space + 1..];
+                b"101".starts_with(&code[..code.len().min(3)])
+            }
+        }
+    }
+}
+
+impl Transport {
+    /// `inner`, ready for the upgrade.
+    pub(crate) fn new(inner: MaybeTlsStream) -> Self {
+        Self {
+            inner,
+            head: Some(HeadScan::default()),
+            pending: Vec::new(),
+            consumed: 0,
+        }
+    }
+
+    /// After the upgrade: the bytes read past the response head are served first.
+    pub(crate) fn upgraded(mut self) -> Self {
+        self.head = None;
+        self
+    }
+
+    /// The TCP or TLS stream.
+    pub fn get_ref(&self) -> &MaybeTlsStream {
+        &self.inner
+    }
+
+    /// The TCP socket.
+    pub fn tcp(&self) -> &Async<TcpStream> {
+        self.inner.tcp()
+    }
+}
+
+impl AsyncRead for Transport {
+    #[inline]
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.consumed < this.pending.len() {
+            let n = buf.len().min(this.pending.len() - this.consumed);
+            buf[..n].copy_from_slice(&this.pending[this.consumed..this.consumed + n]);
+            this.consumed += n;
+            if this.consumed == this.pending.len() {
+                this.pending = Vec::new();
+                this.consumed = 0;
+            }
+            return Poll::Ready(Ok(n));
+        }
+        let read = std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        if let Some(scan) = this.head.as_mut() {
+            match scan.end_in(&buf[..read]) {
+                Some(end) if scan.may_switch() => {
+                    // Keep what follows the head for the connection.
+                    this.pending.extend_from_slice(&buf[end..read]);
+                    this.head = None;
+                    return Poll::Ready(Ok(end));
+                }
+                Some(_) => this.head = None,
+                None if !scan.may_switch() => this.head = None,
+                None => {}
+            }
+        }
+        Poll::Ready(Ok(read))
+    }
+}
+
+impl AsyncWrite for Transport {
+    #[inline]
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    #[inline]
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_close(cx)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Target {
     pub(crate) host: String,
@@ -205,4 +353,35 @@ pub(crate) fn default_roots() -> RootCertStore {
 pub(crate) fn default_client_config() -> Result<Arc<ClientConfig>, rustls::Error> {
     static CONFIG: OnceLock<Result<Arc<ClientConfig>, rustls::Error>> = OnceLock::new();
     CONFIG.get_or_init(|| client_config(default_roots())).clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HeadScan;
+
+    #[test]
+    fn the_head_of_a_101_ends_at_the_blank_line_even_across_reads() {
+        let response = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x02hi";
+        let head = response.len() - 4;
+        for split in 1..response.len() {
+            let mut scan = HeadScan::default();
+            let found = match scan.end_in(&response[..split]) {
+                Some(end) => end,
+                None => split + scan.end_in(&response[split..]).expect("the head ends"),
+            };
+            assert_eq!(found, head, "split at {split}");
+            assert!(scan.may_switch());
+        }
+    }
+
+    #[test]
+    fn other_statuses_are_not_guarded() {
+        let mut scan = HeadScan::default();
+        assert_eq!(scan.end_in(b"HTTP/1.1 4"), None);
+        assert!(!scan.may_switch());
+        let mut scan = HeadScan::default();
+        assert_eq!(scan.end_in(b"HTTP/1.1 10"), None);
+        assert!(scan.may_switch(), "still possibly a 101");
+        assert_eq!(scan.end_in(b"1 OK\n\nbody"), Some(6));
+    }
 }

@@ -85,7 +85,7 @@ fn drain(events: &mut Subscription<Event>) -> Vec<Event> {
 }
 
 /// The next message's text.
-async fn recv_text(messages: &mut Subscription<Arc<Message>>) -> String {
+async fn recv_text(messages: &mut Subscription<Message>) -> String {
     let message = within(PROMPT, "a message", messages.recv()).await.unwrap();
     message.to_text().unwrap().to_owned()
 }
@@ -118,7 +118,7 @@ fn logging_echo_server(refuse_first: usize, drop_after_echo: Option<usize>) -> s
 // ---- The quick start of 0.6.1, with run() spawned on each runtime --------------------------------------------
 
 /// The quick start's client and subscription, against a local server.
-fn quick_start(url: String) -> (Arc<WebSocketClient>, Subscription<Arc<Message>>) {
+fn quick_start(url: String) -> (Arc<WebSocketClient>, Subscription<Message>) {
     let client = WebSocketClient::builder(url)
         .receive_timeout(Duration::from_secs(30))
         .build();
@@ -128,7 +128,7 @@ fn quick_start(url: String) -> (Arc<WebSocketClient>, Subscription<Arc<Message>>
 
 /// The quick start's loop: send through `sender()`, receive with `while let Ok(msg) = messages.recv().await`,
 /// then shut down.
-async fn quick_start_exchange(client: &WebSocketClient, messages: &mut Subscription<Arc<Message>>) {
+async fn quick_start_exchange(client: &WebSocketClient, messages: &mut Subscription<Message>) {
     let sender = client.sender();
     for n in 0..3 {
         sender.send_text(format!("hello {n}")).await.unwrap();
@@ -1068,7 +1068,7 @@ fn state_counts_messages_and_bytes_both_ways_exactly() {
             }
             for message in &sent {
                 let echoed = within(PROMPT, "an echo", messages.recv()).await.unwrap();
-                assert_eq!(&*echoed, message);
+                assert_eq!(&echoed, message);
             }
             let state = client.state();
             assert_eq!((state.messages_sent, state.bytes_sent), (3, bytes));

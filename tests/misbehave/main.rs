@@ -114,6 +114,11 @@ fn name(event: &Event) -> &'static str {
 
 /// Reads the client's upgrade request and answers 101 by hand. `false` if the client went away first.
 async fn upgrade(tcp: &mut Async<TcpStream>) -> bool {
+    upgrade_then(tcp, &[]).await
+}
+
+/// As [`upgrade`], with `then` written in the same write as the 101 response (a server's greeting).
+async fn upgrade_then(tcp: &mut Async<TcpStream>, then: &[u8]) -> bool {
     let mut request = Vec::new();
     let mut buf = [0u8; 2048];
     while !request.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -138,7 +143,7 @@ async fn upgrade(tcp: &mut Async<TcpStream>) -> bool {
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
         derive_accept_key(key.as_bytes())
     );
-    tcp.write_all(response.as_bytes()).await.is_ok()
+    tcp.write_all(&[response.as_bytes(), then].concat()).await.is_ok()
 }
 
 /// Reads and discards until the peer closes (or `limit` passes); `true` on EOF or error.
@@ -206,6 +211,35 @@ fn bad_then_ok_server(bad: Arc<Vec<u8>>) -> Server {
             }
         }
     })
+}
+
+/// Frames a server writes in the same segment as its 101 response (a greeting) are delivered, in order: the
+/// connection is rebuilt after the upgrade (to get a read buffer of the configured size) from exactly the
+/// bytes that followed the response head, with nothing lost or repeated.
+#[test]
+fn frames_in_the_same_write_as_the_upgrade_response_are_delivered() {
+    let _serial = serial();
+    let greeting: Arc<Vec<u8>> = Arc::new((0..200).flat_map(|n| text_frame(&format!("m{n}"))).collect());
+    let server = serve(move |mut tcp, _, _| {
+        let greeting = Arc::clone(&greeting);
+        async move {
+            if upgrade_then(&mut tcp, &greeting).await {
+                drain(&mut tcp, Duration::from_secs(10)).await;
+            }
+        }
+    });
+    let received = async_io::block_on(within(Duration::from_secs(5), async {
+        let mut ws = stream_tungstenite::connect(server.url()).await.expect("upgrade");
+        let mut received = Vec::new();
+        while received.len() < 200 {
+            // Held, not dropped: they share the connection's read buffer, as a subscriber's would.
+            received.push(ws.next().await.expect("not ended").expect("a message"));
+        }
+        received
+    }))
+    .expect("200 messages within 5 s");
+    let expected: Vec<Message> = (0..200).map(|n| Message::text(format!("m{n}"))).collect();
+    assert_eq!(received, expected);
 }
 
 /// Resident set size of this process, in bytes.
