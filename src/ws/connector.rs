@@ -24,7 +24,11 @@ use super::transport::{self, MaybeTlsStream, Target, TcpOptions, Transport};
 use crate::Connect;
 
 /// The default read buffer per connection: 32 KiB (tungstenite's own default is 128 KiB, zero-filled on the
-/// first read: most of an idle connection's memory).
+/// first read: most of an idle connection's memory). A busy connection reads ahead up to 96 KiB per system
+/// call into a buffer of its own, freed as soon as the socket has nothing more (see [`Transport`]), so it
+/// reads as fast as with a large buffer while an idle one keeps only these 32 KiB.
+///
+/// [`Transport`]: super::Transport
 pub const DEFAULT_READ_BUFFER: usize = 32 * 1024;
 
 /// Opens a WebSocket connection: TCP (async-io, `TCP_NODELAY`), TLS for `wss://` (rustls, default roots),

@@ -93,10 +93,19 @@ pub struct Transport {
     inner: MaybeTlsStream,
     /// While the response head is being read: what has been seen of it.
     head: Option<HeadScan>,
-    /// Read past the response head, served before the stream.
+    /// Read ahead of the WebSocket's own buffer (and, first, what followed the response head): served before
+    /// the stream. Allocated only while data arrives faster than it is read (see `poll_read`).
     pending: Vec<u8>,
+    /// `pending[consumed..filled]` is still to be served.
     consumed: usize,
+    filled: usize,
 }
+
+/// The read-ahead buffer's size while a connection is busy. Below glibc's mmap threshold (128 KiB), so
+/// allocating it is cheap.
+const READ_AHEAD: usize = 96 * 1024;
+/// A direct read that fills at least this much of the caller's buffer means more is waiting: read ahead.
+const BUSY_READ: usize = 4 * 1024;
 
 /// Finds the end of an HTTP response head, only for a `101 Switching Protocols` (other responses keep their
 /// body as tungstenite reads it, for the error).
@@ -150,6 +159,7 @@ impl Transport {
             head: Some(HeadScan::default()),
             pending: Vec::new(),
             consumed: 0,
+            filled: 0,
         }
     }
 
@@ -171,32 +181,70 @@ impl Transport {
 }
 
 impl AsyncRead for Transport {
+    /// Serves what was read ahead, else reads. The read-ahead buffer exists only while the socket has more
+    /// data than the caller's buffer takes (a direct read filled it): then one system call reads up to
+    /// 96 KiB, which the WebSocket's smaller buffer takes in turn. It is freed as soon as the
+    /// socket has nothing more (`Pending`), so an idle connection holds no read-ahead memory.
     #[inline]
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.consumed < this.pending.len() {
-            let n = buf.len().min(this.pending.len() - this.consumed);
-            buf[..n].copy_from_slice(&this.pending[this.consumed..this.consumed + n]);
-            this.consumed += n;
-            if this.consumed == this.pending.len() {
-                this.pending = Vec::new();
-                this.consumed = 0;
+        loop {
+            if this.consumed < this.filled {
+                let n = buf.len().min(this.filled - this.consumed);
+                buf[..n].copy_from_slice(&this.pending[this.consumed..this.consumed + n]);
+                this.consumed += n;
+                return Poll::Ready(Ok(n));
             }
-            return Poll::Ready(Ok(n));
+            if this.pending.len() != READ_AHEAD {
+                // No read-ahead buffer (or only the bytes that followed the response head, now served).
+                if !this.pending.is_empty() {
+                    this.pending = Vec::new();
+                }
+                return this.poll_read_direct(cx, buf);
+            }
+            // Refill the read-ahead buffer.
+            let read = match Pin::new(&mut this.inner).poll_read(cx, &mut this.pending) {
+                Poll::Pending => {
+                    this.pending = Vec::new();
+                    this.consumed = 0;
+                    this.filled = 0;
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Ready(Ok(read)) => read,
+            };
+            if read == 0 {
+                return Poll::Ready(Ok(0));
+            }
+            this.consumed = 0;
+            this.filled = read;
         }
-        let read = std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-        if let Some(scan) = this.head.as_mut() {
+    }
+}
+
+impl Transport {
+    /// Reads into `buf` itself; during the upgrade, stops at the end of a 101's head.
+    fn poll_read_direct(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let read = std::task::ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        if let Some(scan) = self.head.as_mut() {
             match scan.end_in(&buf[..read]) {
                 Some(end) if scan.may_switch() => {
                     // Keep what follows the head for the connection.
-                    this.pending.extend_from_slice(&buf[end..read]);
-                    this.head = None;
+                    self.pending = buf[end..read].to_vec();
+                    self.consumed = 0;
+                    self.filled = self.pending.len();
+                    self.head = None;
                     return Poll::Ready(Ok(end));
                 }
-                Some(_) => this.head = None,
-                None if !scan.may_switch() => this.head = None,
+                Some(_) => self.head = None,
+                None if !scan.may_switch() => self.head = None,
                 None => {}
             }
+        } else if read == buf.len() && read >= BUSY_READ {
+            // More is waiting than the caller takes at once: read ahead from now on.
+            self.pending = vec![0; READ_AHEAD];
+            self.consumed = 0;
+            self.filled = 0;
         }
         Poll::Ready(Ok(read))
     }
@@ -357,7 +405,69 @@ pub(crate) fn default_client_config() -> Result<Arc<ClientConfig>, rustls::Error
 
 #[cfg(test)]
 mod tests {
-    use super::HeadScan;
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use async_io::Async;
+    use futures_io::AsyncRead;
+
+    use super::{HeadScan, MaybeTlsStream, Transport, READ_AHEAD};
+
+    /// Bytes come out whole and in order through the read-ahead buffer, which exists only while more is
+    /// waiting than a read takes, and is freed once the socket has nothing more.
+    #[test]
+    fn read_ahead_serves_every_byte_in_order_and_is_freed_when_the_socket_runs_dry() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sent: Vec<u8> = (0..1_000_000_u32).map(|i| (i % 251) as u8).collect();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (started, start) = std::sync::mpsc::channel::<()>();
+        let writer = {
+            let sent = sent.clone();
+            std::thread::spawn(move || {
+                let (mut peer, _) = listener.accept().unwrap();
+                // A first part before the reader starts: more than one read's worth is waiting.
+                peer.write_all(&sent[..200_000]).unwrap();
+                started.send(()).unwrap();
+                peer.write_all(&sent[200_000..]).unwrap();
+                // Stay open (no EOF) until the reader has seen the socket run dry.
+                let _ = released.recv();
+            })
+        };
+        let tcp = async_io::block_on(Async::<TcpStream>::connect(addr)).unwrap();
+        let mut transport = Transport::new(MaybeTlsStream::Plain(tcp)).upgraded();
+        start.recv().unwrap();
+        let mut received = Vec::new();
+        let mut buf = vec![0; 32 * 1024];
+        let mut read_ahead = false;
+        async_io::block_on(futures_util::future::poll_fn(|cx: &mut Context<'_>| {
+            while received.len() < sent.len() {
+                match Pin::new(&mut transport).poll_read(cx, &mut buf) {
+                    Poll::Ready(Ok(n)) => {
+                        assert!(n > 0, "the peer is still open");
+                        received.extend_from_slice(&buf[..n]);
+                        read_ahead |= transport.pending.len() == READ_AHEAD;
+                    }
+                    Poll::Ready(Err(error)) => panic!("{error}"),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            Poll::Ready(())
+        }));
+        assert!(received == sent, "every byte, in order");
+        assert!(
+            read_ahead,
+            "a million bytes waiting: the reads went through the read-ahead buffer"
+        );
+        let waker = futures_util::task::noop_waker();
+        let pending = Pin::new(&mut transport).poll_read(&mut Context::from_waker(&waker), &mut buf);
+        assert!(pending.is_pending());
+        assert!(transport.pending.is_empty(), "freed once the socket ran dry");
+        release.send(()).unwrap();
+        writer.join().unwrap();
+    }
 
     #[test]
     fn the_head_of_a_101_ends_at_the_blank_line_even_across_reads() {
