@@ -12,16 +12,36 @@
 //!   are held, not forwarded, until `resume`.
 //! - [`refuse_for`](Proxy::refuse_for): while set, a new connection is reset at once (TCP accepts it, the proxy
 //!   closes it with a reset before reading anything), which the client sees as a failed connect.
+//! - [`set_delay`](Proxy::set_delay): a fixed latency per direction, on every link, live or later. Each chunk
+//!   read is forwarded no sooner than `delay` after it was read (an end of stream too), and chunks keep
+//!   pipelining behind each other: the latency is added once, not once per message.
+//! - [`set_rate`](Proxy::set_rate): a bandwidth cap per direction, in bytes per second, applied to each link
+//!   on its own (live or later). Bytes go out in slices of at most 20 ms of the cap, each slice no sooner than
+//!   the cap allows after the previous one: over any interval `t` a link forwards at most `rate * t` bytes plus
+//!   one slice.
+//! - [`truncate`](Proxy::truncate): on the links live now, forward only the next `n` bytes in a direction, then
+//!   end the link with a [`Cut`]. Aimed at a stream of WebSocket frames, the receiver sees a partial frame
+//!   followed by the cut. (With [`Cut::Rst`] the kernel may discard truncated bytes still unsent when the reset
+//!   goes out; on loopback they are normally delivered already. [`Cut::Fin`] always delivers them first.)
 //!
-//! Counters: connections accepted (all of them), refused, forwarded; bytes each way; live links.
+//! Faults combine: a delayed, throttled link can be stalled, truncated or cut.
+//!
+//! Counters: connections accepted (all of them, with the instant of each accept), refused, forwarded, and
+//! truncated; bytes each way (counted as they are handed to the socket, so bytes a peer has read are always
+//! counted); live links.
 //!
 //! Threads: one listener thread, and per link one thread per direction. Blocking reads and writes carry a 50 ms
-//! timeout so that each pump notices a cut, a stall or the handle's drop even when its socket is quiet (an idle
-//! pump thus wakes 20 times a second: no spinning). Dropping the [`Proxy`] shuts every link down and joins
-//! every thread before `drop` returns.
+//! timeout (shorter while a delayed chunk falls due) so that each pump notices a cut, a stall or the handle's
+//! drop even when its socket is quiet (an idle pump thus wakes 20 times a second: no spinning). Dropping the
+//! [`Proxy`] shuts every link down and joins every thread before `drop` returns. Two threads per link suit tens
+//! of links, not a thousand: the herd test (tests/herd/main.rs) has its own single-threaded proxy.
+//!
+//! Memory: a pump holds at most [`MAX_HELD`] bytes read and not yet forwarded (delayed, or waiting for the
+//! throttle); beyond that it stops reading and TCP flow control pushes back on the sender.
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -33,8 +53,12 @@ use std::time::{Duration, Instant};
 const POLL: Duration = Duration::from_millis(50);
 /// The bound on dialling the target.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
+/// The most bytes a pump holds (read, not yet forwarded) before it stops reading.
+pub const MAX_HELD: usize = 1024 * 1024;
+/// A throttled pump writes slices of at most this much of its rate.
+const SLICE: Duration = Duration::from_millis(20);
 
-/// How [`Proxy::cut_all`] ends a link.
+/// How [`Proxy::cut_all`] and [`Proxy::truncate`] end a link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cut {
     /// A TCP reset to both ends (`SO_LINGER` 0, then close): pending data is discarded, reads fail with
@@ -44,7 +68,7 @@ pub enum Cut {
     Fin,
 }
 
-/// Which way [`Proxy::stall`] stops the bytes.
+/// Which way a fault applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
     /// Client to server.
@@ -63,10 +87,31 @@ impl Direction {
             Self::Both => TO_SERVER | TO_CLIENT,
         }
     }
+
+    /// The per-direction slots (0: to the server, 1: to the client) this direction covers.
+    fn slots(self) -> impl Iterator<Item = usize> {
+        let bits = self.bits();
+        [TO_SERVER, TO_CLIENT]
+            .into_iter()
+            .filter(move |bit| bits & bit != 0)
+            .map(slot)
+    }
 }
 
 const TO_SERVER: u8 = 1;
 const TO_CLIENT: u8 = 2;
+
+/// The index of a direction bit in per-direction arrays.
+fn slot(direction: u8) -> usize {
+    usize::from(direction == TO_CLIENT)
+}
+
+/// An armed [`Proxy::truncate`]: forward `remaining` more bytes, then cut.
+#[derive(Debug, Clone, Copy)]
+struct Truncation {
+    remaining: usize,
+    cut: Cut,
+}
 
 /// One proxied connection: the client-facing and the server-facing socket.
 struct Link {
@@ -74,6 +119,8 @@ struct Link {
     server: TcpStream,
     /// Direction bits currently stalled.
     stalled: AtomicU8,
+    /// Armed truncations, per direction slot.
+    truncate: [Mutex<Option<Truncation>>; 2],
     /// Set once the link is being torn down; both pumps exit.
     dead: AtomicBool,
 }
@@ -109,18 +156,29 @@ struct Shared {
     /// Signalled on `resume`, cuts and shutdown, for pumps waiting out a stall.
     changed: Condvar,
     changed_lock: Mutex<()>,
+    /// Added latency in nanoseconds, per direction slot.
+    delay: [AtomicU64; 2],
+    /// Bandwidth cap in bytes per second (0: none), per direction slot.
+    rate: [AtomicU64; 2],
     accepted: AtomicUsize,
+    accept_times: Mutex<Vec<Instant>>,
     refused: AtomicUsize,
     forwarded: AtomicUsize,
+    truncated: AtomicUsize,
     to_server: AtomicU64,
     to_client: AtomicU64,
 }
 
 impl Shared {
+    /// Links whose pumps are still running, less those already cut (their pumps are finishing).
     fn live_links(&self) -> Vec<Arc<Link>> {
         let mut links = self.links.lock().unwrap();
         links.retain(|link| link.strong_count() > 0);
-        links.iter().filter_map(Weak::upgrade).collect()
+        links
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|link| !link.dead.load(Ordering::SeqCst))
+            .collect()
     }
 
     fn notify(&self) {
@@ -211,9 +269,45 @@ impl Proxy {
         until
     }
 
+    /// Adds `delay` of latency in `direction`, on every link, live or later: each chunk read from now on (and
+    /// an end of stream) is forwarded no sooner than `delay` after it was read. `Duration::ZERO` removes it.
+    pub fn set_delay(&self, direction: Direction, delay: Duration) {
+        let nanos = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
+        for slot in direction.slots() {
+            self.shared.delay[slot].store(nanos, Ordering::SeqCst);
+        }
+    }
+
+    /// Caps the bandwidth in `direction` to `bytes_per_second` per link, on every link, live or later; `None`
+    /// (or `Some(0)`) removes the cap.
+    pub fn set_rate(&self, direction: Direction, bytes_per_second: Option<u64>) {
+        for slot in direction.slots() {
+            self.shared.rate[slot].store(bytes_per_second.unwrap_or(0), Ordering::SeqCst);
+        }
+    }
+
+    /// On every link live now, forwards only the next `bytes` bytes in `direction` (in each direction for
+    /// [`Direction::Both`]), then ends the link with `cut`; returns how many links were armed. Links accepted
+    /// later are not affected. `bytes == 0` cuts the link when the next bytes arrive, forwarding none.
+    pub fn truncate(&self, direction: Direction, bytes: usize, cut: Cut) -> usize {
+        let links = self.shared.live_links();
+        for link in &links {
+            for slot in direction.slots() {
+                *link.truncate[slot].lock().unwrap() = Some(Truncation { remaining: bytes, cut });
+            }
+        }
+        links.len()
+    }
+
     /// Connections the listener accepted, refused ones included.
     pub fn accepted(&self) -> usize {
         self.shared.accepted.load(Ordering::SeqCst)
+    }
+
+    /// The instant of every accept counted by [`accepted`](Self::accepted), in order, taken right after the
+    /// listener's `accept` returned.
+    pub fn accept_times(&self) -> Vec<Instant> {
+        self.shared.accept_times.lock().unwrap().clone()
     }
 
     /// Connections reset at once because of [`refuse_for`](Self::refuse_for).
@@ -226,7 +320,13 @@ impl Proxy {
         self.shared.forwarded.load(Ordering::SeqCst)
     }
 
-    /// Links whose pumps are still running.
+    /// Links ended by a [`truncate`](Self::truncate) after forwarding their last allowed byte.
+    pub fn truncated(&self) -> usize {
+        self.shared.truncated.load(Ordering::SeqCst)
+    }
+
+    /// Links whose pumps are still running and that were not cut (a cut link counts no more at once, though its
+    /// pumps take a moment to finish).
     pub fn live(&self) -> usize {
         self.shared.live_links().len()
     }
@@ -264,11 +364,13 @@ impl Drop for Proxy {
 
 fn accept_loop(listener: TcpListener, target: SocketAddr, shared: Arc<Shared>) {
     for tcp in listener.incoming() {
+        let at = Instant::now();
         if shared.shutdown.load(Ordering::SeqCst) {
             return;
         }
         let Ok(client) = tcp else { continue };
         shared.accepted.fetch_add(1, Ordering::SeqCst);
+        shared.accept_times.lock().unwrap().push(at);
         let refusing = shared
             .refuse_until
             .lock()
@@ -306,6 +408,7 @@ fn run_link(client: TcpStream, target: SocketAddr, shared: Arc<Shared>) {
         client,
         server,
         stalled: AtomicU8::new(0),
+        truncate: Default::default(),
         dead: AtomicBool::new(false),
     });
     shared.links.lock().unwrap().push(Arc::downgrade(&link));
@@ -313,73 +416,212 @@ fn run_link(client: TcpStream, target: SocketAddr, shared: Arc<Shared>) {
     let (up_link, up_shared) = (Arc::clone(&link), Arc::clone(&shared));
     let upstream = std::thread::Builder::new()
         .name("proxy-pump".into())
-        .spawn(move || pump(&up_link, TO_SERVER, &up_shared))
+        .spawn(move || Pump::new(&up_link, TO_SERVER, &up_shared).run())
         .unwrap();
-    pump(&link, TO_CLIENT, &shared);
+    Pump::new(&link, TO_CLIENT, &shared).run();
     let _ = upstream.join();
     // The last `Arc<Link>` (unless `cut_all` holds one for a moment) drops here: both sockets close, with a
     // reset if the link was cut with `Cut::Rst`.
 }
 
-/// Copies bytes one way until end of stream, an error, a cut or the proxy's shutdown.
-fn pump(link: &Link, direction: u8, shared: &Shared) {
-    let (mut from, mut to, counter) = if direction == TO_SERVER {
-        (&link.client, &link.server, &shared.to_server)
-    } else {
-        (&link.server, &link.client, &shared.to_client)
-    };
-    let stopped = || link.dead.load(Ordering::SeqCst) || shared.shutdown.load(Ordering::SeqCst);
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        if !wait_while_stalled(link, direction, shared) {
-            return;
+/// Why a pump stops.
+struct Stop;
+
+/// One direction of a link: reads chunks into a queue, forwards each once due (delay), in slices (throttle),
+/// up to an armed truncation.
+struct Pump<'a> {
+    link: &'a Link,
+    shared: &'a Shared,
+    direction: u8,
+    from: &'a TcpStream,
+    to: &'a TcpStream,
+    counter: &'a AtomicU64,
+    /// Chunks read and not yet forwarded, each with the instant it is due; an empty chunk is the end of stream.
+    held: VecDeque<(Instant, Vec<u8>)>,
+    held_bytes: usize,
+    /// The throttle lets the next slice start no sooner than this.
+    next_slice: Instant,
+    read_timeout: Duration,
+}
+
+impl<'a> Pump<'a> {
+    fn new(link: &'a Link, direction: u8, shared: &'a Shared) -> Self {
+        let (from, to, counter) = if direction == TO_SERVER {
+            (&link.client, &link.server, &shared.to_server)
+        } else {
+            (&link.server, &link.client, &shared.to_client)
+        };
+        Self {
+            link,
+            shared,
+            direction,
+            from,
+            to,
+            counter,
+            held: VecDeque::new(),
+            held_bytes: 0,
+            next_slice: Instant::now(),
+            read_timeout: POLL,
         }
-        let n = match from.read(&mut buf) {
-            Ok(0) => {
-                // End of stream: pass the FIN on and let the other direction run until its own end. (Unless the
-                // link was cut: a `Cut::Rst` wakes the pumps this way, and must not send a FIN before its RST.)
-                if !stopped() {
-                    let _ = to.shutdown(Shutdown::Write);
-                }
+    }
+
+    fn stopped(&self) -> bool {
+        self.link.dead.load(Ordering::SeqCst) || self.shared.shutdown.load(Ordering::SeqCst)
+    }
+
+    /// Tears the whole link down after a reset or another failure on one end.
+    fn fail(&self) -> Stop {
+        self.link.kill(Cut::Fin);
+        self.shared.notify();
+        Stop
+    }
+
+    /// Copies bytes one way until end of stream, an error, a cut, a truncation or the proxy's shutdown.
+    fn run(mut self) {
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut reading = true;
+        loop {
+            if !wait_while_stalled(self.link, self.direction, self.shared) || self.forward_due().is_err() {
                 return;
             }
-            Ok(n) => n,
-            Err(error) if is_timeout(&error) || error.kind() == io::ErrorKind::Interrupted => {
-                if stopped() {
-                    return;
-                }
+            // Wait for more bytes, or for the first held chunk to fall due; at most `POLL`, to notice flags.
+            let wait = self.held.front().map_or(POLL, |(due, _)| {
+                due.saturating_duration_since(Instant::now())
+                    .clamp(Duration::from_millis(1), POLL)
+            });
+            if !reading || self.held_bytes >= MAX_HELD {
+                // Nothing more to read (end of stream seen), or the queue is full: only forward.
+                std::thread::sleep(wait);
                 continue;
             }
-            Err(_) => {
-                // A reset or another failure on one end: tear the whole link down.
-                link.kill(Cut::Fin);
-                shared.notify();
-                return;
+            if wait != self.read_timeout {
+                let _ = self.from.set_read_timeout(Some(wait));
+                self.read_timeout = wait;
             }
-        };
-        // Bytes read after a stall began are held until it is lifted.
-        if !wait_while_stalled(link, direction, shared) {
-            return;
-        }
-        let mut written = 0;
-        while written < n {
-            match to.write(&buf[written..n]) {
-                Ok(0) => return,
-                Ok(k) => {
-                    written += k;
-                    counter.fetch_add(k as u64, Ordering::SeqCst);
+            let n = match self.from.read(&mut buf) {
+                // End of stream: pass the FIN on (after the bytes held before it) and let the other direction
+                // run until its own end. (Unless the link was cut: a `Cut::Rst` wakes the pumps this way, and
+                // must not send a FIN before its RST.)
+                Ok(0) if self.stopped() => return,
+                Ok(0) => {
+                    reading = false;
+                    0
                 }
+                Ok(n) => n,
                 Err(error) if is_timeout(&error) || error.kind() == io::ErrorKind::Interrupted => {
-                    if stopped() {
+                    if self.stopped() {
                         return;
                     }
+                    continue;
                 }
                 Err(_) => {
-                    link.kill(Cut::Fin);
-                    shared.notify();
+                    self.fail();
                     return;
                 }
+            };
+            let delay = Duration::from_nanos(self.shared.delay[slot(self.direction)].load(Ordering::SeqCst));
+            self.held.push_back((Instant::now() + delay, buf[..n].to_vec()));
+            self.held_bytes += n;
+        }
+    }
+
+    /// Forwards every held chunk that is due, in order.
+    fn forward_due(&mut self) -> Result<(), Stop> {
+        while self.held.front().is_some_and(|(due, _)| *due <= Instant::now()) {
+            let Some((_, chunk)) = self.held.pop_front() else {
+                break;
+            };
+            self.held_bytes -= chunk.len();
+            if chunk.is_empty() {
+                if !self.stopped() {
+                    let _ = self.to.shutdown(Shutdown::Write);
+                }
+                return Err(Stop);
             }
+            self.forward(&chunk)?;
+        }
+        Ok(())
+    }
+
+    /// Writes `chunk`, in throttled slices, up to an armed truncation (then cuts the link).
+    fn forward(&mut self, chunk: &[u8]) -> Result<(), Stop> {
+        let mut offset = 0;
+        while offset < chunk.len() {
+            // Bytes read after a stall began are held until it is lifted.
+            if !wait_while_stalled(self.link, self.direction, self.shared) {
+                return Err(Stop);
+            }
+            let mut end = chunk.len();
+            let rate = self.shared.rate[slot(self.direction)].load(Ordering::SeqCst);
+            if rate > 0 {
+                self.sleep_until(self.next_slice)?;
+                let slice = (rate as f64 * SLICE.as_secs_f64()) as usize;
+                end = end.min(offset + slice.max(1));
+            }
+            let truncation = *self.link.truncate[slot(self.direction)].lock().unwrap();
+            if let Some(truncation) = truncation {
+                end = end.min(offset + truncation.remaining);
+            }
+            let started = Instant::now();
+            self.write_all(&chunk[offset..end])?;
+            let written = end - offset;
+            offset = end;
+            if rate > 0 {
+                self.next_slice = self.next_slice.max(started) + Duration::from_secs_f64(written as f64 / rate as f64);
+            }
+            if truncation.is_some() {
+                let mut armed = self.link.truncate[slot(self.direction)].lock().unwrap();
+                if let Some(truncation) = armed.as_mut() {
+                    truncation.remaining = truncation.remaining.saturating_sub(written);
+                    if truncation.remaining == 0 {
+                        let cut = truncation.cut;
+                        *armed = None;
+                        drop(armed);
+                        // Counted before the cut, so that a peer that sees the cut also sees the count.
+                        self.shared.truncated.fetch_add(1, Ordering::SeqCst);
+                        self.link.kill(cut);
+                        self.shared.notify();
+                        return Err(Stop);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `bytes`, counting them as they are handed to the socket: counted before `write` and uncounted if
+    /// refused, so that a peer that has read them always finds them in the counter.
+    fn write_all(&mut self, mut bytes: &[u8]) -> Result<(), Stop> {
+        while !bytes.is_empty() {
+            self.counter.fetch_add(bytes.len() as u64, Ordering::SeqCst);
+            let result = self.to.write(bytes);
+            let written = *result.as_ref().unwrap_or(&0);
+            self.counter.fetch_sub((bytes.len() - written) as u64, Ordering::SeqCst);
+            match result {
+                Ok(0) => return Err(Stop),
+                Ok(k) => bytes = &bytes[k..],
+                Err(error) if is_timeout(&error) || error.kind() == io::ErrorKind::Interrupted => {
+                    if self.stopped() {
+                        return Err(Stop);
+                    }
+                }
+                Err(_) => return Err(self.fail()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sleeps until `at` (the throttle's pace), in steps of at most `POLL` so that a cut is noticed.
+    fn sleep_until(&self, at: Instant) -> Result<(), Stop> {
+        loop {
+            if self.stopped() {
+                return Err(Stop);
+            }
+            let now = Instant::now();
+            if now >= at {
+                return Ok(());
+            }
+            std::thread::sleep((at - now).min(POLL));
         }
     }
 }
