@@ -12,7 +12,7 @@ use futures_sink::Sink;
 
 use crate::error::BoxError;
 use crate::time::{Sleep, Timer};
-use crate::ws::{WsConnection, WsConnector};
+use crate::ws::WsConnector;
 use crate::Connect;
 
 /// A WebSocket connection of any layered type, with boxed errors.
@@ -128,87 +128,12 @@ impl std::fmt::Debug for ErasedConnector {
 }
 
 /// The connector of a client run: the transport alone when nothing is layered on it (the default), so that
-/// messages are read without dynamic dispatch; otherwise the erased stack.
-// One per run: its size does not matter, and boxing would put an indirection on the read path.
+/// the run is compiled for it and messages are read without dynamic dispatch; otherwise the erased stack.
+// One per run: its size does not matter.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum ClientConnector {
     Direct(WsConnector),
     Layered(ErasedConnector),
-}
-
-/// A connection made by a [`ClientConnector`].
-#[allow(clippy::large_enum_variant)] // as for `ClientConnector`
-pub(crate) enum ClientConnection {
-    Direct(WsConnection),
-    Layered(BoxConnection),
-}
-
-impl Connect for ClientConnector {
-    type Connection = ClientConnection;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<ClientConnection, BoxError>> + Send>>;
-
-    fn connect(&mut self) -> Self::Future {
-        match self {
-            Self::Direct(connector) => {
-                let attempt = connector.connect();
-                Box::pin(async move { attempt.await.map(ClientConnection::Direct).map_err(Into::into) })
-            }
-            Self::Layered(connector) => {
-                let attempt = connector.connect();
-                Box::pin(async move { attempt.await.map(ClientConnection::Layered) })
-            }
-        }
-    }
-}
-
-impl Stream for ClientConnection {
-    type Item = Result<Message, BoxError>;
-
-    #[inline]
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        match self.get_mut() {
-            Self::Direct(conn) => match Pin::new(conn).poll_next(cx) {
-                Poll::Ready(Some(Ok(message))) => Poll::Ready(Some(Ok(message))),
-                Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error.into()))),
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            },
-            Self::Layered(conn) => conn.as_mut().poll_next(cx),
-        }
-    }
-}
-
-impl Sink<Message> for ClientConnection {
-    type Error = BoxError;
-
-    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        match self.get_mut() {
-            Self::Direct(conn) => Pin::new(conn).poll_ready(cx).map_err(Into::into),
-            Self::Layered(conn) => conn.as_mut().poll_ready(cx),
-        }
-    }
-
-    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), BoxError> {
-        match self.get_mut() {
-            Self::Direct(conn) => Pin::new(conn).start_send(item).map_err(Into::into),
-            Self::Layered(conn) => conn.as_mut().start_send(item),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        match self.get_mut() {
-            Self::Direct(conn) => Pin::new(conn).poll_flush(cx).map_err(Into::into),
-            Self::Layered(conn) => conn.as_mut().poll_flush(cx),
-        }
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        match self.get_mut() {
-            Self::Direct(conn) => Pin::new(conn).poll_close(cx).map_err(Into::into),
-            Self::Layered(conn) => conn.as_mut().poll_close(cx),
-        }
-    }
 }
 
 /// No inbound frame for the receive timeout: the connection is declared dead.

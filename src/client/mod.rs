@@ -55,7 +55,7 @@ use crate::handshake::{ChainedHandshaker, Handshake, HandshakeLayer};
 use crate::retry::{ExponentialBackoff, NoRetry, RetryPolicy};
 use crate::time::{AsyncIoTimer, Timer};
 use crate::ws::WsConnector;
-use crate::{BoxError, ConnectionState, Event, ReconnectingStream};
+use crate::{BoxError, Connect, ConnectionState, Event, ReconnectingStream};
 
 /// Why [`WebSocketClient::run`] ended with an error.
 #[derive(Debug, thiserror::Error)]
@@ -376,9 +376,25 @@ impl WebSocketClient {
         let guard = RunGuard {
             shared: Arc::clone(&self.shared),
         };
+        let outcome = match self.connector() {
+            ClientConnector::Direct(connector) => self.drive(connector).await,
+            ClientConnector::Layered(connector) => self.drive(connector).await,
+        };
+        drop(guard);
+        outcome
+    }
+
+    /// One run over `connector`.
+    async fn drive<C, E>(&self, connector: C) -> Result<(), ClientError>
+    where
+        C: Connect,
+        C::Connection: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
+        <C::Connection as Sink<Message>>::Error: Into<BoxError>,
+        E: Into<BoxError>,
+    {
         let shared = Arc::clone(&self.shared);
         let config = &self.shared.config;
-        let stream = ReconnectingStream::new(self.connector())
+        let stream = ReconnectingStream::new(connector)
             .with_retry((self.retry)())
             .with_timer(TimerRef(Arc::clone(&self.shared.timer)))
             .with_connect_timeout(config.connect_timeout)
@@ -395,9 +411,8 @@ impl WebSocketClient {
             listener: None,
             closing: None,
         };
-        let outcome = futures_util::future::poll_fn(|cx| Pin::new(&mut driver).poll_drive(cx)).await;
+        let outcome = futures_util::future::poll_fn(|cx| driver.poll_drive(cx)).await;
         drop(driver); // keeps what it could not send, also when this future is dropped instead
-        drop(guard);
         outcome
     }
 
@@ -498,8 +513,12 @@ impl Drop for RunGuard {
 const BUDGET: usize = 512;
 
 /// The driver of one run: moves queued messages into the stream, inbound messages to subscribers.
-struct Driver {
-    stream: ReconnectingStream<ClientConnector, Message>,
+struct Driver<C>
+where
+    C: Connect,
+    C::Connection: Unpin,
+{
+    stream: ReconnectingStream<C, Message>,
     shared: Arc<Shared>,
     outgoing: Pin<Box<async_channel::Receiver<Message>>>,
     /// Taken from the channel (or left by the previous run), not yet accepted by the stream.
@@ -510,13 +529,21 @@ struct Driver {
     closing: Option<crate::time::Sleep>,
 }
 
-impl Drop for Driver {
+impl<C> Drop for Driver<C>
+where
+    C: Connect,
+    C::Connection: Unpin,
+{
     fn drop(&mut self) {
         self.keep_unsent();
     }
 }
 
-impl Driver {
+impl<C> Driver<C>
+where
+    C: Connect,
+    C::Connection: Unpin,
+{
     /// Keeps what the stream and the driver hold unsent for the next run (or `take_unsent`); written but
     /// unflushed messages count as unsent.
     fn keep_unsent(&mut self) {
@@ -531,7 +558,15 @@ impl Driver {
             leftover.push_back(message);
         }
     }
+}
 
+impl<C, E> Driver<C>
+where
+    C: Connect,
+    C::Connection: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
+    <C::Connection as Sink<Message>>::Error: Into<BoxError>,
+    E: Into<BoxError>,
+{
     /// On shutdown: everything sent before it goes into the stream, to be flushed before the Close frame
     /// (or kept for the next run if no connection is up).
     fn take_queued(&mut self) {
