@@ -184,7 +184,10 @@ fn cases(mut visit: impl FnMut(&str, &mut dyn FnMut(Side, u64) -> Duration)) {
         &mut receive_case::<_, Bytes, _, _>(trivial(), trivial()),
     );
     let message = Bytes::from_static(&[0x5a; MESSAGE_LEN]);
-    visit("send trivial 64B", &mut send_case(trivial(), trivial(), move || message.clone()));
+    visit(
+        "send trivial 64B",
+        &mut send_case(trivial(), trivial(), move || message.clone()),
+    );
 }
 
 // ---------------------------------------------------------------------------------------------------------------
