@@ -1,5 +1,6 @@
 //! TCP (async-io) + TLS (rustls via futures-rustls): the byte stream under a WebSocket. No runtime named.
 
+use std::cell::Cell;
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::pin::Pin;
@@ -99,6 +100,8 @@ pub struct Transport {
     /// `pending[consumed..filled]` is still to be served.
     consumed: usize,
     filled: usize,
+    /// Direct reads in a row that filled the caller's buffer.
+    full_reads: u8,
 }
 
 /// The read-ahead buffer's size while a connection is busy. Below glibc's mmap threshold (128 KiB), so
@@ -106,6 +109,30 @@ pub struct Transport {
 const READ_AHEAD: usize = 96 * 1024;
 /// A direct read that fills at least this much of the caller's buffer means more is waiting: read ahead.
 const BUSY_READ: usize = 4 * 1024;
+
+thread_local! {
+    /// One spare read-ahead buffer per thread, so that a connection that turns busy again does not allocate
+    /// and zero-fill a new one (what a burst of a few dozen kilobytes would otherwise spend most on). Idle
+    /// connections hold none; a thread holds at most this one.
+    static SPARE: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// A read-ahead buffer: the thread's spare, or a new one.
+fn take_buffer() -> Vec<u8> {
+    let spare = SPARE.with(Cell::take);
+    if spare.len() == READ_AHEAD {
+        spare
+    } else {
+        vec![0; READ_AHEAD]
+    }
+}
+
+/// Keeps `buffer` as the thread's spare (dropping the one there, if any).
+fn give_back(buffer: Vec<u8>) {
+    if buffer.len() == READ_AHEAD {
+        drop(SPARE.with(|spare| spare.replace(buffer)));
+    }
+}
 
 /// Finds the end of an HTTP response head, only for a `101 Switching Protocols` (other responses keep their
 /// body as tungstenite reads it, for the error).
@@ -160,6 +187,7 @@ impl Transport {
             pending: Vec::new(),
             consumed: 0,
             filled: 0,
+            full_reads: 0,
         }
     }
 
@@ -183,8 +211,9 @@ impl Transport {
 impl AsyncRead for Transport {
     /// Serves what was read ahead, else reads. The read-ahead buffer exists only while the socket has more
     /// data than the caller's buffer takes (a direct read filled it): then one system call reads up to
-    /// 96 KiB, which the WebSocket's smaller buffer takes in turn. It is freed as soon as the
-    /// socket has nothing more (`Pending`), so an idle connection holds no read-ahead memory.
+    /// 96 KiB, which the WebSocket's smaller buffer takes in turn. It is let go as soon as the socket has
+    /// nothing more (`Pending`), kept as the thread's one spare, so an idle connection holds no read-ahead
+    /// memory.
     #[inline]
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
@@ -205,7 +234,7 @@ impl AsyncRead for Transport {
             // Refill the read-ahead buffer.
             let read = match Pin::new(&mut this.inner).poll_read(cx, &mut this.pending) {
                 Poll::Pending => {
-                    this.pending = Vec::new();
+                    give_back(std::mem::take(&mut this.pending));
                     this.consumed = 0;
                     this.filled = 0;
                     return Poll::Pending;
@@ -241,10 +270,17 @@ impl Transport {
                 None => {}
             }
         } else if read == buf.len() && read >= BUSY_READ {
-            // More is waiting than the caller takes at once: read ahead from now on.
-            self.pending = vec![0; READ_AHEAD];
-            self.consumed = 0;
-            self.filled = 0;
+            // More is waiting than the caller takes at once, twice running: read ahead from now on. (Once is
+            // a burst that the next read takes whole.)
+            self.full_reads += 1;
+            if self.full_reads >= 2 {
+                self.full_reads = 0;
+                self.pending = take_buffer();
+                self.consumed = 0;
+                self.filled = 0;
+            }
+        } else {
+            self.full_reads = 0;
         }
         Poll::Ready(Ok(read))
     }
