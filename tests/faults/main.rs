@@ -414,9 +414,8 @@ fn half_open_connection_is_detected_by_heartbeat() {
 
 // ---- c. Refused, then available ------------------------------------------------------------------------------
 
-/// How long the proxy refuses. (The scenario this models says 5 s; 2 s keeps CI fast and still covers the
-/// capped part of the backoff.)
-const REFUSE: Duration = Duration::from_secs(2);
+/// How long the proxy refuses: 5 s, as the scenario says.
+const REFUSE: Duration = Duration::from_secs(5);
 
 /// The proxy resets every connection for 2 s, then forwards. The retry delays must follow the policy exactly
 /// (no jitter), the client must get through within one capped backoff step of the proxy opening, and waiting
