@@ -119,7 +119,8 @@ thread_local! {
 
 /// A read-ahead buffer: the thread's spare, or a new one.
 fn take_buffer() -> Vec<u8> {
-    let spare = SPARE.with(Cell::take);
+    // `try_with`: during thread teardown the spare may be gone already; then a new buffer it is.
+    let spare = SPARE.try_with(Cell::take).unwrap_or_default();
     if spare.len() == READ_AHEAD {
         spare
     } else {
@@ -130,7 +131,8 @@ fn take_buffer() -> Vec<u8> {
 /// Keeps `buffer` as the thread's spare (dropping the one there, if any).
 fn give_back(buffer: Vec<u8>) {
     if buffer.len() == READ_AHEAD {
-        drop(SPARE.with(|spare| spare.replace(buffer)));
+        // During thread teardown the spare may be gone: then the buffer is simply dropped.
+        let _ = SPARE.try_with(|spare| drop(spare.replace(buffer)));
     }
 }
 
@@ -283,6 +285,13 @@ impl Transport {
             self.full_reads = 0;
         }
         Poll::Ready(Ok(read))
+    }
+}
+
+impl Drop for Transport {
+    fn drop(&mut self) {
+        // A connection that ends busy hands its read-ahead buffer to the next one on this thread.
+        give_back(std::mem::take(&mut self.pending));
     }
 }
 
