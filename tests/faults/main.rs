@@ -13,34 +13,27 @@
 mod lockstep;
 #[path = "../support/proxy.rs"]
 mod proxy;
+#[path = "../support/serial.rs"]
+mod serial;
 #[path = "../support/server.rs"]
 mod server;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_io::Timer;
 use futures::future::{select, Either};
 use futures::{SinkExt, StreamExt};
 use proxy::{Cut, Direction, Proxy};
+use serial::{ms, serial};
 use stream_tungstenite::extension::{HeartbeatLayer, HeartbeatTimeout};
 use stream_tungstenite::layer::ConnectorBuilder;
 use stream_tungstenite::retry::{ExponentialBackoff, Jitter, RetryContext, RetryPolicy};
 use stream_tungstenite::tungstenite::Message;
 use stream_tungstenite::{connect, Event, ReconnectingStream};
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-/// One test at a time (see the module docs).
-fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// Every event with the instant it was observed.
 #[derive(Clone, Default)]

@@ -13,6 +13,10 @@
 //! be disturbed by another. Figures are printed; see them with `cargo test --test misbehave -- --nocapture`.
 //! The property test runs `PROPTEST_CASES` cases (default 500).
 
+#[path = "../support/events.rs"]
+mod events;
+#[path = "../support/serial.rs"]
+mod serial;
 #[path = "../support/server.rs"]
 mod server;
 
@@ -20,14 +24,16 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_io::{Async, Timer};
+use events::Recorder as Events;
 use futures::future::{select, Either};
 use futures::{AsyncReadExt, AsyncWriteExt, SinkExt, StreamExt};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
+use serial::{ms, serial};
 use server::{serve, Server};
 use stream_tungstenite::handshake::{AuthHandshaker, HandshakeError};
 use stream_tungstenite::layer::ConnectorBuilder;
@@ -41,71 +47,12 @@ use stream_tungstenite::ws::ConnectionError;
 use stream_tungstenite::ws::{classify, WsConnector};
 use stream_tungstenite::{Classification, ConnectError, ConnectionState, Error, Event, Failure, ReconnectingStream};
 
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-/// One test at a time (see the module docs).
-fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// `fut`'s output, or `None` if `limit` (real time) passes first.
 async fn within<T>(limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
     futures::pin_mut!(fut);
     match select(fut, Timer::after(limit)).await {
         Either::Left((value, _)) => Some(value),
         Either::Right(_) => None,
-    }
-}
-
-/// Every event, recorded by an observer.
-#[derive(Clone, Default)]
-struct Events(Arc<Mutex<Vec<Event>>>);
-
-impl Events {
-    fn observer(&self) -> impl FnMut(&Event) + Send + 'static {
-        let log = Arc::clone(&self.0);
-        move |event: &Event| log.lock().unwrap().push(event.clone())
-    }
-
-    fn all(&self) -> Vec<Event> {
-        self.0.lock().unwrap().clone()
-    }
-
-    fn count(&self, pick: impl Fn(&Event) -> bool) -> usize {
-        self.all().iter().filter(|event| pick(event)).count()
-    }
-
-    fn connecting(&self) -> usize {
-        self.count(|event| matches!(event, Event::Connecting { .. }))
-    }
-
-    fn names(&self) -> Vec<&'static str> {
-        self.all().iter().map(name).collect()
-    }
-
-    /// The reason of the first `Disconnected` event.
-    fn first_disconnect(&self) -> Option<Failure> {
-        self.all().into_iter().find_map(|event| match event {
-            Event::Disconnected { reason, .. } => Some(reason),
-            _ => None,
-        })
-    }
-}
-
-fn name(event: &Event) -> &'static str {
-    match event {
-        Event::Connecting { .. } => "connecting",
-        Event::Connected { .. } => "connected",
-        Event::ConnectFailed { .. } => "connect-failed",
-        Event::HandshakeFailed { .. } => "handshake-failed",
-        Event::Disconnected { .. } => "disconnected",
-        Event::RetryScheduled { .. } => "retry",
-        Event::GaveUp { .. } => "gave-up",
-        Event::Closed { .. } => "closed",
-        _ => "other",
     }
 }
 
@@ -269,7 +216,7 @@ fn ws_stream(connector: WsConnector, events: &Events) -> ReconnectingStream<WsCo
 fn accept_then_close_is_a_retryable_handshake_error() {
     let _serial = serial();
     let server = serve(|tcp, _, _| async move { drop(tcp) });
-    let events = Events::default();
+    let events = Events::new();
     let mut ws = ReconnectingStream::<_, Message>::new(WsConnector::new(server.url()))
         .with_retry(NoRetry)
         .with_observer(events.observer());
@@ -298,7 +245,7 @@ fn accept_then_close_is_a_retryable_handshake_error() {
     assert_eq!(server.accepted(), 1);
 
     // Retried: three attempts, three accepts, then GaveUp.
-    let events = Events::default();
+    let events = Events::new();
     let mut ws = ReconnectingStream::<_, Message>::new(WsConnector::new(server.url()))
         .with_retry(FixedDelay::new(ms(5)).max_attempts(3))
         .with_observer(events.observer());
@@ -324,7 +271,7 @@ fn unanswered_upgrade_times_out_on_a_manual_clock_and_retries() {
     let _serial = serial();
     let server = silent_server();
     let clock = ManualClock::new();
-    let events = Events::default();
+    let events = Events::new();
     let mut ws = ReconnectingStream::<_, Message>::new(WsConnector::new(server.url()))
         .with_retry(FixedDelay::new(Duration::from_secs(1)))
         .with_connect_timeout(Duration::from_secs(5))
@@ -368,7 +315,7 @@ fn unanswered_upgrade_times_out_on_a_manual_clock_and_retries() {
         started.elapsed()
     );
     let seen: Vec<String> = events
-        .all()
+        .events()
         .iter()
         .map(|event| match event {
             Event::Connecting { attempt } => format!("connecting {attempt}"),
@@ -394,14 +341,7 @@ fn unanswered_upgrade_times_out_on_a_manual_clock_and_retries() {
         ),
         "{seen:?}"
     );
-    let failure = events
-        .all()
-        .into_iter()
-        .find_map(|e| match e {
-            Event::ConnectFailed { failure } => Some(failure),
-            _ => None,
-        })
-        .unwrap();
+    let failure = events.first_connect_failure().unwrap();
     assert_eq!(classify(&failure), Classification::Retry);
     assert_eq!(server.accepted(), 2);
     // The abandoned attempts were dropped: the server sees both sockets close.
@@ -445,7 +385,7 @@ fn assert_bad_bytes_reconnect(
     code: u16,
 ) -> ConnectionError {
     let server = bad_then_ok_server(Arc::new(bad));
-    let events = Events::default();
+    let events = Events::new();
     let mut builder = WsConnector::builder(server.url());
     if let Some(config) = config {
         builder = builder.websocket_config(config);
@@ -634,7 +574,7 @@ fn closing_then_ok_server(close: Vec<u8>, hold_open: bool) -> Server {
 fn close_code_1005_on_the_wire_ends_as_fatal_1002() {
     let _serial = serial();
     let server = closing_then_ok_server(frame(0x88, &[0x03, 0xED], None), false);
-    let events = Events::default();
+    let events = Events::new();
     let mut ws = ws_stream(WsConnector::new(server.url()), &events);
     let item = async_io::block_on(within(Duration::from_secs(5), ws.next())).expect("no outcome within 5 s");
     println!("close 1005 on the wire: {item:?}");
@@ -666,7 +606,7 @@ fn close_code_1005_on_the_wire_ends_as_fatal_1002() {
 fn server_close_then_holding_tcp_open_reconnects() {
     let _serial = serial();
     let server = closing_then_ok_server(frame(0x88, &[0x03, 0xE9], None), true);
-    let events = Events::default();
+    let events = Events::new();
     let mut ws = ws_stream(WsConnector::new(server.url()), &events);
     let item = async_io::block_on(within(Duration::from_secs(10), ws.next()));
     assert!(
@@ -697,7 +637,7 @@ fn rss_growth_of(
     let server = bad_then_ok_server(Arc::clone(&bad));
     let peak = Arc::new(AtomicUsize::new(0));
     let peak_in = Arc::clone(&peak);
-    let events = Events::default();
+    let events = Events::new();
     let mut ws = ws_stream(
         WsConnector::builder(server.url()).websocket_config(config).build(),
         &events,
@@ -866,7 +806,7 @@ where
 fn close_during_connect_returns_promptly() {
     let _serial = serial();
     let server = silent_server();
-    let events = Events::default();
+    let events = Events::new();
     let mut ws = ws_stream(WsConnector::new(server.url()), &events);
     async_io::block_on(ws.feed(Message::text("queued"))).unwrap();
     drive_until(&mut ws, |_| server.accepted() == 1);
@@ -887,7 +827,7 @@ fn close_during_connect_returns_promptly() {
 fn close_during_backoff_returns_promptly() {
     let _serial = serial();
     let server = serve(|tcp, _, _| async move { drop(tcp) });
-    let events = Events::default();
+    let events = Events::new();
     let mut ws = ReconnectingStream::<_, Message>::new(WsConnector::new(server.url()))
         .with_retry(FixedDelay::new(Duration::from_secs(30)))
         .with_observer(events.observer());
@@ -900,19 +840,12 @@ fn close_during_backoff_returns_promptly() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap()
     };
-    let events = Events::default();
+    let events = Events::new();
     let mut ws = ReconnectingStream::<_, Message>::new(WsConnector::new(format!("ws://{refused}/")))
         .with_retry(FixedDelay::new(Duration::from_secs(30)))
         .with_observer(events.observer());
     drive_until(&mut ws, |ws| matches!(ws.state(), ConnectionState::Backoff { .. }));
-    let failure = events
-        .all()
-        .into_iter()
-        .find_map(|e| match e {
-            Event::ConnectFailed { failure } => Some(failure),
-            _ => None,
-        })
-        .unwrap();
+    let failure = events.first_connect_failure().unwrap();
     assert!(
         matches!(failure.downcast_ref::<ConnectError>(), Some(ConnectError::Tcp { .. })),
         "{failure:?}"
@@ -949,7 +882,7 @@ fn auth_server(reply: Option<Vec<u8>>) -> Server {
 fn close_during_handshake_returns_promptly() {
     let _serial = serial();
     let server = auth_server(None);
-    let events = Events::default();
+    let events = Events::new();
     let connector = ConnectorBuilder::new(WsConnector::new(server.url())).layer(
         AuthHandshaker::token("t0ken")
             .accept_when(|m| m.to_text().is_ok_and(|t| t == "auth_ok"))
@@ -984,7 +917,7 @@ fn close_during_handshake_returns_promptly() {
 fn invalid_frame_during_handshake_retries() {
     let _serial = serial();
     let server = auth_server(Some(frame(0xF1, b"auth_ok", None)));
-    let events = Events::default();
+    let events = Events::new();
     let connector = ConnectorBuilder::new(WsConnector::new(server.url())).layer(
         AuthHandshaker::token("t0ken")
             .accept_when(|m| m.to_text().is_ok_and(|t| t == "auth_ok"))
@@ -995,7 +928,7 @@ fn invalid_frame_during_handshake_retries() {
         .with_observer(events.observer());
     let item = async_io::block_on(within(Duration::from_secs(5), ws.next())).expect("no outcome");
     let failure = events
-        .all()
+        .events()
         .into_iter()
         .find_map(|e| match e {
             Event::HandshakeFailed { failure, .. } => Some(failure),
@@ -1126,7 +1059,7 @@ fn describe_failure(failure: &Failure) -> String {
 
 fn run_case(fuzz: &FuzzServer, payload: Vec<u8>, stats: &Mutex<BTreeMap<String, usize>>) -> Result<(), TestCaseError> {
     fuzz.set(payload);
-    let events = Events::default();
+    let events = Events::new();
     let config = WebSocketConfig::default()
         .max_message_size(Some(1 << 20))
         .max_frame_size(Some(1 << 20));
@@ -1153,7 +1086,7 @@ fn run_case(fuzz: &FuzzServer, payload: Vec<u8>, stats: &Mutex<BTreeMap<String, 
     };
     // Every failure is typed: a ConnectionError (or the end of the stream) on the lost connection.
     let mut first = None;
-    for event in events.all() {
+    for event in events.events() {
         if let Event::Disconnected {
             reason, generation: 1, ..
         } = &event

@@ -34,6 +34,8 @@
 
 #[path = "../support/proxy.rs"]
 mod proxy;
+#[path = "../support/serial.rs"]
+mod serial;
 #[path = "../support/server.rs"]
 mod server;
 
@@ -42,7 +44,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -51,6 +53,7 @@ use futures::channel::{mpsc, oneshot};
 use futures::future::{self, select, Either};
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use proxy::{Cut, Direction, Proxy};
+use serial::{ms, serial};
 use stream_tungstenite::extension::HeartbeatLayer;
 use stream_tungstenite::layer::ConnectorBuilder;
 use stream_tungstenite::retry::ExponentialBackoff;
@@ -84,16 +87,6 @@ const RECOVERY_BOUND: Duration = Duration::from_secs(5);
 const DRAIN_BOUND: Duration = Duration::from_secs(30);
 /// A sanity bound on the process's peak resident memory.
 const PEAK_RSS_BOUND_KIB: u64 = 256 * 1024;
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-/// One soak at a time: the fault schedule and the timing bounds of one must not be disturbed by another.
-fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// Panics in any thread of the process (client, fault thread, proxy pumps, server connections).
 static PANICS: AtomicUsize = AtomicUsize::new(0);

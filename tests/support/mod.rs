@@ -8,6 +8,10 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+mod events;
+
+pub use self::events::Recorder;
+
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
@@ -18,7 +22,7 @@ use std::task::{Context, Poll, Waker};
 use futures::channel::mpsc;
 use futures::future::{self, Either};
 use futures::{Sink, Stream};
-use stream_tungstenite::{Connect, Event};
+use stream_tungstenite::Connect;
 
 /// What one inbound poll of a scripted connection returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -387,61 +391,6 @@ impl Sink<u32> for ScriptedConn {
     fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.script.lock().conns[self.index].closed = true;
         Poll::Ready(Ok(()))
-    }
-}
-
-/// An observer that records every event; clones share the record.
-#[derive(Debug, Clone, Default)]
-pub struct Recorder {
-    events: Arc<Mutex<Vec<Event>>>,
-}
-
-impl Recorder {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// An observer feeding this recorder.
-    pub fn observer(&self) -> impl FnMut(&Event) + Send + 'static {
-        let events = Arc::clone(&self.events);
-        move |event: &Event| events.lock().unwrap().push(event.clone())
-    }
-
-    pub fn events(&self) -> Vec<Event> {
-        self.events.lock().unwrap().clone()
-    }
-
-    pub fn clear(&self) {
-        self.events.lock().unwrap().clear();
-    }
-
-    /// The delays of every `RetryScheduled` event, in order.
-    pub fn delays(&self) -> Vec<std::time::Duration> {
-        self.events()
-            .into_iter()
-            .filter_map(|event| match event {
-                Event::RetryScheduled { delay, .. } => Some(delay),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// A short name per event, for asserting sequences.
-    pub fn names(&self) -> Vec<&'static str> {
-        self.events().iter().map(event_name).collect()
-    }
-}
-
-pub fn event_name(event: &Event) -> &'static str {
-    match event {
-        Event::Connecting { .. } => "connecting",
-        Event::Connected { .. } => "connected",
-        Event::ConnectFailed { .. } => "connect-failed",
-        Event::Disconnected { .. } => "disconnected",
-        Event::RetryScheduled { .. } => "retry",
-        Event::GaveUp { .. } => "gave-up",
-        Event::Closed { .. } => "closed",
-        _ => "other",
     }
 }
 
