@@ -115,9 +115,9 @@ impl Shared {
         counter.store(counter.load(Ordering::Relaxed).wrapping_add(by), Ordering::Relaxed);
     }
 
-    fn count_in(&self, messages: &VecDeque<Message>) {
-        Self::bump(&self.messages_in, messages.len() as u64);
-        Self::bump(&self.bytes_in, messages.iter().map(|m| m.len() as u64).sum());
+    fn count_in(&self, messages: usize, bytes: u64) {
+        Self::bump(&self.messages_in, messages as u64);
+        Self::bump(&self.bytes_in, bytes);
     }
 
     fn count_out(&self, message: &Message) {
@@ -611,9 +611,13 @@ where
         // Inbound: to every subscriber, never waiting for a slow one; published a batch at a time (what one
         // poll read), so subscribers pay one lock per batch, not per message.
         let mut outcome = None;
+        let mut bytes = 0;
         while self.inbound.len() < BUDGET {
             match Pin::new(&mut self.stream).poll_next(cx) {
-                Poll::Ready(Some(Ok(message))) => self.inbound.push_back(message),
+                Poll::Ready(Some(Ok(message))) => {
+                    bytes += message.len() as u64;
+                    self.inbound.push_back(message);
+                }
                 Poll::Ready(Some(Err(error))) => {
                     outcome = Some(Poll::Ready(Err(ClientError::Terminated(error))));
                     break;
@@ -628,7 +632,7 @@ where
                 }
             }
         }
-        self.shared.count_in(&self.inbound);
+        self.shared.count_in(self.inbound.len(), bytes);
         self.shared.messages.publish_all(&mut self.inbound);
         outcome.unwrap_or_else(|| {
             // More inbound work is waiting: let other tasks run, then continue.
