@@ -11,8 +11,7 @@ use std::time::Duration;
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::handshake::client::Request;
 use async_tungstenite::tungstenite::http::{HeaderMap, HeaderName, HeaderValue};
-use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use async_tungstenite::WebSocketStream;
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use futures_rustls::rustls::pki_types::CertificateDer;
 use futures_rustls::rustls::{ClientConfig, RootCertStore};
 use futures_util::future::{self, Either};
@@ -138,13 +137,12 @@ async fn dial_inner(request: Request, settings: &Settings) -> Result<WsConnectio
     // A fresh WebSocket over the same bytes: its read buffer has the configured size for good (see
     // `Transport`); the handshake read nothing past the response head, so nothing is left behind.
     let transport = ws.into_inner().upgraded();
-    let ws = WebSocketStream::from_raw_socket(transport, Role::Client, Some(settings.ws_config)).await;
     let protocol = response
         .headers()
         .get("sec-websocket-protocol")
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned);
-    Ok(WsConnection::new(ws, protocol))
+    Ok(WsConnection::new(transport, settings.ws_config, protocol))
 }
 
 type UrlProvider = Arc<dyn Fn() -> String + Send + Sync>;

@@ -104,6 +104,43 @@ fn drop_on_smol() {
     smol::block_on(drop_scenario());
 }
 
+/// The stream and the sink of one connection on two tasks of a multi-threaded runtime, with enough data in
+/// flight (200 messages of 64 KiB) that writes block on a full socket while the other task reads: each side
+/// must be woken when the socket is ready for it, whichever task polled last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_connection_reads_and_writes_on_two_tasks() {
+    let server = server::echo_server(None);
+    let connection = connect(server.url()).await.unwrap();
+    let (mut sink, mut stream) = connection.split();
+    const COUNT: usize = 200;
+    let payload = |n: usize| vec![(n % 251) as u8; 64 * 1024];
+    let writer = tokio::spawn(async move {
+        for n in 0..COUNT {
+            sink.feed(Message::binary(payload(n))).await.unwrap();
+        }
+        sink.flush().await.unwrap();
+        sink
+    });
+    let reader = tokio::spawn(async move {
+        let mut seen = 0;
+        while seen < COUNT {
+            match stream.next().await {
+                Some(Ok(Message::Binary(data))) => {
+                    assert_eq!(data, payload(seen), "message {seen}");
+                    seen += 1;
+                }
+                other => panic!("message {seen}: {other:?}"),
+            }
+        }
+        seen
+    });
+    let both = async { (writer.await.unwrap(), reader.await.unwrap()) };
+    let (_sink, seen) = tokio::time::timeout(Duration::from_secs(30), both)
+        .await
+        .expect("a side was never woken");
+    assert_eq!(seen, COUNT);
+}
+
 // ---- Failure classes ----------------------------------------------------------------------------------------
 
 fn fatal_connect_error(error: Error) -> u16 {
@@ -510,7 +547,7 @@ fn tcp_nodelay_is_on_and_keepalive_is_set_when_asked() {
         .build();
     let options = |connector: &mut WsConnector| {
         let connection = smol::block_on(stream_tungstenite::Connect::connect(connector)).unwrap();
-        let socket = socket2::SockRef::from(connection.get_ref().get_ref().tcp().get_ref());
+        let socket = socket2::SockRef::from(connection.transport().tcp().get_ref());
         (socket.tcp_nodelay().unwrap(), socket.keepalive().unwrap())
     };
     assert_eq!(options(&mut plain), (true, false));
