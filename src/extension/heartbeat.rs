@@ -268,14 +268,21 @@ where
         let this = self.as_mut().project();
         // While busy, check the timers only every CHECK_EVERY items: data arriving proves the connection alive.
         if *this.since_check < CHECK_EVERY {
-            if let Poll::Ready(Some(Ok(message))) = this.inner.poll_next(cx) {
-                *this.since_check += 1;
-                if this.deadline.is_some() {
-                    *this.deadline = None;
+            match this.inner.poll_next(cx) {
+                Poll::Ready(Some(Ok(message))) => {
+                    *this.since_check += 1;
+                    if this.deadline.is_some() {
+                        *this.deadline = None;
+                    }
+                    return Poll::Ready(Some(Ok(message)));
                 }
-                return Poll::Ready(Some(Ok(message)));
+                // Nothing yet: the slow path runs the timers and polls again, which is harmless.
+                Poll::Pending => {}
+                // The error or the end is the connection's last word: it must reach the stream (a close code
+                // in the error decides whether to reconnect), not be dropped for a second poll.
+                Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(box_error(error)))),
+                Poll::Ready(None) => return Poll::Ready(None),
             }
-            // (Pending, an error or the end: the slow path polls again, which is harmless.)
         }
         self.poll_next_slow(cx)
     }

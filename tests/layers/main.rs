@@ -378,3 +378,29 @@ fn logging_never_shows_the_token_even_when_it_sees_the_auth_frames() {
         "the server did get the token"
     );
 }
+
+/// A server's close code reaches the stream through every layer: 1008 (policy violation) ends the stream as
+/// fatal with that code at once, as it does without layers, instead of being lost and retried as a plain end.
+#[test]
+fn a_server_close_code_passes_through_every_layer() {
+    use stream_tungstenite::extension::{LoggingLayer, MetricsLayer};
+    macro_rules! check {
+        ($name:literal, $layer:expr) => {{
+            let server = server::closing_server(1008, false);
+            let url = server.url();
+            let connector = ConnectorBuilder::new(move || connect(url.clone())).layer($layer);
+            let mut ws = ReconnectingStream::new(connector).with_retry(fast_retry());
+            let error = smol::block_on(ws.next()).unwrap().unwrap_err();
+            assert!(error.is_fatal(), "{}: {error:?}", $name);
+            assert_eq!(error.failure().and_then(|f| f.close_code()), Some(1008), "{}", $name);
+            assert_eq!(server.accepted(), 1, "{}: reconnected", $name);
+        }};
+    }
+    check!(
+        "heartbeat",
+        HeartbeatLayer::new(Duration::from_secs(15), Duration::from_secs(10))
+    );
+    check!("metrics", MetricsLayer::new());
+    check!("extension", ExtensionLayer::inbound(|message: Message| Some(message)));
+    check!("logging", LoggingLayer::new());
+}
