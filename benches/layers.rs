@@ -34,7 +34,7 @@ use std::fmt::Debug;
 use std::io;
 use std::time::Duration;
 
-use async_tungstenite::tungstenite::protocol::Role;
+use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::WebSocketStream;
 use common::{receive, send, server_frames, shared_message, MemPipe};
@@ -44,6 +44,7 @@ use futures::{Sink, Stream};
 use stream_tungstenite::extension::{ExtensionLayer, HeartbeatLayer, MetricsLayer};
 use stream_tungstenite::layer::ConnectorBuilder;
 use stream_tungstenite::retry::NoRetry;
+use stream_tungstenite::ws::WsConnection;
 use stream_tungstenite::{Error, ReconnectingStream};
 
 /// Payload size of every message.
@@ -94,9 +95,16 @@ fn main() {
 // The connection
 // ---------------------------------------------------------------------------------------------------------------
 
-/// The connector both streams use: each call makes a fresh client-role WebSocket over a [`MemPipe`], as after
-/// the upgrade.
-async fn dial() -> Result<WebSocketStream<MemPipe>, io::Error> {
+/// The connector both streams use: each call makes a fresh client [`WsConnection`] (what
+/// `stream_tungstenite::connect` returns) over a [`MemPipe`], as after the upgrade.
+async fn dial() -> Result<WsConnection<MemPipe>, io::Error> {
+    let pipe = MemPipe::new(server_frames(MESSAGE_LEN));
+    Ok(WsConnection::from_raw_socket(pipe, WebSocketConfig::default()))
+}
+
+/// The same over async-tungstenite's `WebSocketStream` (a diagnostic: the connection an application gets from
+/// `async_tungstenite` directly, which this bench used before `WsConnection` drove tungstenite itself).
+async fn dial_tungstenite() -> Result<WebSocketStream<MemPipe>, io::Error> {
     let pipe = MemPipe::new(server_frames(MESSAGE_LEN));
     Ok(WebSocketStream::from_raw_socket(pipe, Role::Client, None).await)
 }
@@ -105,12 +113,14 @@ async fn dial() -> Result<WebSocketStream<MemPipe>, io::Error> {
 // The two streams
 // ---------------------------------------------------------------------------------------------------------------
 
-/// A `ReconnectingStream` over [`dial`] with these layers on its connector (the first outermost).
+/// A `ReconnectingStream` over [`dial`] (or the given dial function) with these layers on its connector (the
+/// first outermost).
 macro_rules! with_layers {
-    ($($layer:expr),+ $(,)?) => {{
-        let connector = ConnectorBuilder::new(dial)$(.layer($layer))+;
+    (on $dial:expr; $($layer:expr),+ $(,)?) => {{
+        let connector = ConnectorBuilder::new($dial)$(.layer($layer))+;
         ReconnectingStream::new(connector).with_retry(NoRetry)
     }};
+    ($($layer:expr),+ $(,)?) => { with_layers!(on dial; $($layer),+) };
 }
 
 /// The bare `ReconnectingStream`. With [`NoRetry`], any failure would end the stream (and the benchmark)
@@ -122,6 +132,20 @@ fn plain() -> impl Stream<Item = Result<Message, Error>> + Sink<Message, Error =
 /// The same, with a heartbeat, metrics and a pass-through extension on the connector.
 fn layered() -> impl Stream<Item = Result<Message, Error>> + Sink<Message, Error = Error> + Unpin {
     with_layers!(
+        HeartbeatLayer::new(Duration::from_secs(15), Duration::from_secs(10)),
+        MetricsLayer::new(),
+        ExtensionLayer::inbound(|message: Message| Some(message)),
+    )
+}
+
+/// [`plain`] and [`layered`] over async-tungstenite's `WebSocketStream` ([`dial_tungstenite`]).
+fn plain_tungstenite() -> impl Stream<Item = Result<Message, Error>> + Sink<Message, Error = Error> + Unpin {
+    ReconnectingStream::new(dial_tungstenite).with_retry(NoRetry)
+}
+
+fn layered_tungstenite() -> impl Stream<Item = Result<Message, Error>> + Sink<Message, Error = Error> + Unpin {
+    with_layers!(
+        on dial_tungstenite;
         HeartbeatLayer::new(Duration::from_secs(15), Duration::from_secs(10)),
         MetricsLayer::new(),
         ExtensionLayer::inbound(|message: Message| Some(message)),
@@ -145,11 +169,11 @@ enum Side {
 ///
 /// Each side's stream is made once and connected before any timing (by reading one message); every run then
 /// reads from the same connection.
-fn receive_case<L>(mut layered: L) -> impl FnMut(Side, u64) -> Duration
+fn receive_case<P, L>(mut plain: P, mut layered: L) -> impl FnMut(Side, u64) -> Duration
 where
+    P: Stream<Item = Result<Message, Error>> + Unpin,
     L: Stream<Item = Result<Message, Error>> + Unpin,
 {
-    let mut plain = plain();
     receive(&mut plain, 1);
     receive(&mut layered, 1);
     move |side, n| match side {
@@ -162,11 +186,11 @@ where
 ///
 /// Each side's stream is made once, connected, and sends one batch before any timing, which grows its queue to
 /// its working size.
-fn send_case<L>(mut layered: L) -> impl FnMut(Side, u64) -> Duration
+fn send_case<P, L>(mut plain: P, mut layered: L) -> impl FnMut(Side, u64) -> Duration
 where
+    P: Sink<Message, Error = Error> + Unpin,
     L: Sink<Message, Error = Error> + Unpin,
 {
-    let mut plain = plain();
     let mut make = shared_message(MESSAGE_LEN);
     send(&mut plain, BATCH as u64, &mut make);
     send(&mut layered, BATCH as u64, &mut make);
@@ -178,8 +202,8 @@ where
 
 /// Calls `visit` with each headline case's label and runner.
 fn cases(mut visit: impl FnMut(&str, &mut dyn FnMut(Side, u64) -> Duration)) {
-    visit("layers receive 64B", &mut receive_case(layered()));
-    visit("layers send 64B", &mut send_case(layered()));
+    visit("layers receive 64B", &mut receive_case(plain(), layered()));
+    visit("layers send 64B", &mut send_case(plain(), layered()));
 }
 
 /// Calls `visit` with diagnostic cases: each layer on its own, to tell where the cost of the stack goes.
@@ -188,25 +212,36 @@ fn diagnostics(mut visit: impl FnMut(&str, &mut dyn FnMut(Side, u64) -> Duration
     let pass = || ExtensionLayer::inbound(|message: Message| Some(message));
     visit(
         "layers receive 64B [heartbeat only]",
-        &mut receive_case(with_layers!(heartbeat())),
+        &mut receive_case(plain(), with_layers!(heartbeat())),
     );
     visit(
         "layers receive 64B [metrics only]",
-        &mut receive_case(with_layers!(MetricsLayer::new())),
+        &mut receive_case(plain(), with_layers!(MetricsLayer::new())),
     );
     visit(
         "layers receive 64B [extension only]",
-        &mut receive_case(with_layers!(pass())),
+        &mut receive_case(plain(), with_layers!(pass())),
     );
     visit(
         "layers send 64B [heartbeat only]",
-        &mut send_case(with_layers!(heartbeat())),
+        &mut send_case(plain(), with_layers!(heartbeat())),
     );
     visit(
         "layers send 64B [metrics only]",
-        &mut send_case(with_layers!(MetricsLayer::new())),
+        &mut send_case(plain(), with_layers!(MetricsLayer::new())),
     );
-    visit("layers send 64B [extension only]", &mut send_case(with_layers!(pass())));
+    visit(
+        "layers send 64B [extension only]",
+        &mut send_case(plain(), with_layers!(pass())),
+    );
+    visit(
+        "layers receive 64B [all three, over async-tungstenite's WebSocketStream]",
+        &mut receive_case(plain_tungstenite(), layered_tungstenite()),
+    );
+    visit(
+        "layers send 64B [all three, over async-tungstenite's WebSocketStream]",
+        &mut send_case(plain_tungstenite(), layered_tungstenite()),
+    );
 }
 
 // ---------------------------------------------------------------------------------------------------------------

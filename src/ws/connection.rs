@@ -29,11 +29,11 @@ use super::transport::Transport;
 /// The stream and the sink may be polled from different tasks (e.g. after `StreamExt::split`): socket
 /// readiness wakes the last task that read and the last task that wrote.
 #[derive(Debug)]
-pub struct WsConnection {
+pub struct WsConnection<T = Transport> {
     /// tungstenite's WebSocket over the transport, driven here directly (as async-tungstenite's
     /// `WebSocketStream` would), so that a message goes from tungstenite's `read` to the caller without
     /// passing through another function's return value.
-    ws: WebSocket<SyncIo>,
+    ws: WebSocket<SyncIo<T>>,
     /// The wakers that socket readiness wakes, shared with the waker the transport is polled with.
     wakers: Arc<Wakers>,
     /// What was last put into `wakers.read` and `wakers.write`: while the task's waker stays the same,
@@ -54,9 +54,21 @@ pub struct WsConnection {
 impl WsConnection {
     /// Wraps a transport whose WebSocket handshake is done.
     pub(crate) fn new(transport: Transport, config: WebSocketConfig, protocol: Option<String>) -> Self {
+        let mut connection = Self::from_raw_socket(transport, config);
+        connection.protocol = protocol;
+        connection
+    }
+}
+
+impl<T> WsConnection<T> {
+    /// A client connection over `stream`, on which the WebSocket upgrade has already been done (by a
+    /// handshake of your own, or over a transport this crate does not dial: a Unix socket, an in-memory pipe).
+    /// [`connect`](crate::connect) and [`WsConnector`](super::WsConnector) make connections over TCP and TLS
+    /// themselves.
+    pub fn from_raw_socket(stream: T, config: WebSocketConfig) -> Self {
         let wakers = Arc::new(Wakers::default());
         let io = SyncIo {
-            transport,
+            transport: stream,
             waker: Waker::from(Arc::clone(&wakers)),
         };
         Self {
@@ -64,7 +76,7 @@ impl WsConnection {
             wakers,
             reader: None,
             writer: None,
-            protocol,
+            protocol: None,
             peer_close: None,
             ended: false,
             ready: true,
@@ -78,7 +90,7 @@ impl WsConnection {
     }
 
     /// The transport: the TCP or TLS stream under the WebSocket.
-    pub fn transport(&self) -> &Transport {
+    pub fn transport(&self) -> &T {
         &self.ws.get_ref().transport
     }
 
@@ -107,7 +119,7 @@ impl WsConnection {
     }
 }
 
-impl Stream for WsConnection {
+impl<T: AsyncRead + AsyncWrite + Unpin> Stream for WsConnection<T> {
     type Item = Result<Message, ConnectionError>;
 
     // Inlined into the caller (`ReconnectingStream`'s fast path), so that the message is moved once, from
@@ -127,7 +139,7 @@ impl Stream for WsConnection {
     }
 }
 
-impl WsConnection {
+impl<T: AsyncRead + AsyncWrite + Unpin> WsConnection<T> {
     /// The server's Close: tungstenite has queued the reply. Send it if the socket takes it now, then end at
     /// once rather than wait for a server that may never close TCP.
     #[cold]
@@ -171,7 +183,7 @@ impl WsConnection {
     }
 }
 
-impl Sink<Message> for WsConnection {
+impl<T: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WsConnection<T> {
     type Error = ConnectionError;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ConnectionError>> {
@@ -286,16 +298,13 @@ fn register(slot: &Mutex<Option<Waker>>, waker: &Waker) -> Waker {
 /// The transport as the blocking `Read + Write` tungstenite drives: polled with the connection's own waker,
 /// `Pending` becomes `WouldBlock`.
 #[derive(Debug)]
-struct SyncIo {
-    transport: Transport,
+struct SyncIo<T> {
+    transport: T,
     waker: Waker,
 }
 
-impl SyncIo {
-    fn poll<T>(
-        &mut self,
-        op: impl FnOnce(Pin<&mut Transport>, &mut Context<'_>) -> Poll<io::Result<T>>,
-    ) -> io::Result<T> {
+impl<T: Unpin> SyncIo<T> {
+    fn poll<R>(&mut self, op: impl FnOnce(Pin<&mut T>, &mut Context<'_>) -> Poll<io::Result<R>>) -> io::Result<R> {
         let mut cx = Context::from_waker(&self.waker);
         match op(Pin::new(&mut self.transport), &mut cx) {
             Poll::Ready(result) => result,
@@ -304,14 +313,14 @@ impl SyncIo {
     }
 }
 
-impl Read for SyncIo {
+impl<T: AsyncRead + Unpin> Read for SyncIo<T> {
     #[inline]
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.poll(|transport, cx| transport.poll_read(cx, buf))
     }
 }
 
-impl Write for SyncIo {
+impl<T: AsyncWrite + Unpin> Write for SyncIo<T> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.poll(|transport, cx| transport.poll_write(cx, buf))
     }
