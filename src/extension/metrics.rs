@@ -321,6 +321,27 @@ fn end(metrics: &Metrics, generation: u64, ended: &mut bool, reason: Reason) {
     }
 }
 
+/// Counts what the read side yields besides a message (an error or the end), out of line: the message path
+/// then only reads the item in place and returns it, so the compiler need not copy it (see `poll_next`).
+#[inline(never)]
+fn on_no_message<T, E: 'static>(
+    metrics: &Metrics,
+    generation: u64,
+    ended: &mut bool,
+    close_code: Option<u16>,
+    poll: Poll<Option<Result<T, E>>>,
+) -> Poll<Option<Result<T, E>>> {
+    match &poll {
+        Poll::Ready(Some(Err(error))) => read_failed(metrics, generation, ended, error),
+        Poll::Ready(None) => {
+            let reason = close_code.map_or(Reason::Ended, Reason::of_close_code);
+            end(metrics, generation, ended, reason);
+        }
+        _ => {}
+    }
+    poll
+}
+
 impl<S, T, E> Stream for MetricsConnection<S>
 where
     S: Stream<Item = Result<T, E>>,
@@ -329,26 +350,22 @@ where
 {
     type Item = Result<T, E>;
 
+    // The message path reads the item where it lies and returns it unchanged; everything else goes out of
+    // line. Handling all four cases here made the compiler copy each message once more (about 5 ns in
+    // `benches/layers.rs`, metrics alone 0.91-0.94 of plain before, 0.96-0.99 after).
     #[inline(always)]
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.project();
         let poll = this.inner.poll_next(cx);
-        match &poll {
-            Poll::Ready(Some(Ok(message))) => {
-                bump(&this.traffic.messages_in, 1);
-                bump(&this.traffic.bytes_in, message.message_size() as u64);
-                if let Some(code) = message.close_code() {
-                    *this.close_code = Some(code);
-                }
+        if let Poll::Ready(Some(Ok(message))) = &poll {
+            bump(&this.traffic.messages_in, 1);
+            bump(&this.traffic.bytes_in, message.message_size() as u64);
+            if let Some(code) = message.close_code() {
+                *this.close_code = Some(code);
             }
-            Poll::Ready(Some(Err(error))) => read_failed(this.metrics, *this.generation, this.ended, error),
-            Poll::Ready(None) => {
-                let reason = this.close_code.map_or(Reason::Ended, Reason::of_close_code);
-                end(this.metrics, *this.generation, this.ended, reason);
-            }
-            Poll::Pending => {}
+            return poll;
         }
-        poll
+        on_no_message(this.metrics, *this.generation, this.ended, *this.close_code, poll)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
