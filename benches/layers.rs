@@ -97,7 +97,7 @@ fn main() {
 
 /// The connector both streams use: each call makes a fresh client [`WsConnection`] (what
 /// `stream_tungstenite::connect` returns) over a [`MemPipe`], as after the upgrade.
-async fn dial() -> Result<WsConnection<MemPipe>, io::Error> {
+async fn dial() -> Result<WsConnection, io::Error> {
     let pipe = MemPipe::new(server_frames(MESSAGE_LEN));
     Ok(WsConnection::from_raw_socket(pipe, WebSocketConfig::default()))
 }

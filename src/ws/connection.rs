@@ -12,7 +12,7 @@ use futures_io::{AsyncRead, AsyncWrite};
 use futures_sink::Sink;
 
 use super::error::ConnectionError;
-use super::transport::Transport;
+use super::transport::{MaybeTlsStream, Transport};
 
 /// One WebSocket connection: `Stream<Item = Result<Message, ConnectionError>> + Sink<Message>`.
 ///
@@ -29,11 +29,11 @@ use super::transport::Transport;
 /// The stream and the sink may be polled from different tasks (e.g. after `StreamExt::split`): socket
 /// readiness wakes the last task that read and the last task that wrote.
 #[derive(Debug)]
-pub struct WsConnection<T = Transport> {
+pub struct WsConnection {
     /// tungstenite's WebSocket over the transport, driven here directly (as async-tungstenite's
     /// `WebSocketStream` would), so that a message goes from tungstenite's `read` to the caller without
     /// passing through another function's return value.
-    ws: WebSocket<SyncIo<T>>,
+    ws: WebSocket<SyncIo>,
     /// The wakers that socket readiness wakes, shared with the waker the transport is polled with.
     wakers: Arc<Wakers>,
     /// What was last put into `wakers.read` and `wakers.write`: while the task's waker stays the same,
@@ -54,21 +54,9 @@ pub struct WsConnection<T = Transport> {
 impl WsConnection {
     /// Wraps a transport whose WebSocket handshake is done.
     pub(crate) fn new(transport: Transport, config: WebSocketConfig, protocol: Option<String>) -> Self {
-        let mut connection = Self::from_raw_socket(transport, config);
-        connection.protocol = protocol;
-        connection
-    }
-}
-
-impl<T> WsConnection<T> {
-    /// A client connection over `stream`, on which the WebSocket upgrade has already been done (by a
-    /// handshake of your own, or over a transport this crate does not dial: a Unix socket, an in-memory pipe).
-    /// [`connect`](crate::connect) and [`WsConnector`](super::WsConnector) make connections over TCP and TLS
-    /// themselves.
-    pub fn from_raw_socket(stream: T, config: WebSocketConfig) -> Self {
         let wakers = Arc::new(Wakers::default());
         let io = SyncIo {
-            transport: stream,
+            transport,
             waker: Waker::from(Arc::clone(&wakers)),
         };
         Self {
@@ -76,12 +64,25 @@ impl<T> WsConnection<T> {
             wakers,
             reader: None,
             writer: None,
-            protocol: None,
+            protocol,
             peer_close: None,
             ended: false,
             ready: true,
             closing: false,
         }
+    }
+
+    /// A client connection over `stream`, on which the WebSocket upgrade has already been done: by a handshake
+    /// of your own, or over a byte stream this crate does not dial (a Unix socket, an in-memory pipe).
+    /// [`connect`](crate::connect) and [`WsConnector`](super::WsConnector) make connections over TCP and TLS
+    /// themselves. The stream is boxed ([`MaybeTlsStream::Other`]); reads and writes go through it a buffer
+    /// at a time, not per message.
+    pub fn from_raw_socket<S>(stream: S, config: WebSocketConfig) -> Self
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let transport = Transport::new(MaybeTlsStream::Other(Box::new(stream))).upgraded();
+        Self::new(transport, config, None)
     }
 
     /// The subprotocol the server selected, if any.
@@ -90,7 +91,7 @@ impl<T> WsConnection<T> {
     }
 
     /// The transport: the TCP or TLS stream under the WebSocket.
-    pub fn transport(&self) -> &T {
+    pub fn transport(&self) -> &Transport {
         &self.ws.get_ref().transport
     }
 
@@ -119,7 +120,7 @@ impl<T> WsConnection<T> {
     }
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin> Stream for WsConnection<T> {
+impl Stream for WsConnection {
     type Item = Result<Message, ConnectionError>;
 
     // Inlined into the caller (`ReconnectingStream`'s fast path), so that the message is moved once, from
@@ -139,7 +140,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Stream for WsConnection<T> {
     }
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin> WsConnection<T> {
+impl WsConnection {
     /// The server's Close: tungstenite has queued the reply. Send it if the socket takes it now, then end at
     /// once rather than wait for a server that may never close TCP.
     #[cold]
@@ -183,7 +184,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsConnection<T> {
     }
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WsConnection<T> {
+impl Sink<Message> for WsConnection {
     type Error = ConnectionError;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ConnectionError>> {
@@ -298,13 +299,16 @@ fn register(slot: &Mutex<Option<Waker>>, waker: &Waker) -> Waker {
 /// The transport as the blocking `Read + Write` tungstenite drives: polled with the connection's own waker,
 /// `Pending` becomes `WouldBlock`.
 #[derive(Debug)]
-struct SyncIo<T> {
-    transport: T,
+struct SyncIo {
+    transport: Transport,
     waker: Waker,
 }
 
-impl<T: Unpin> SyncIo<T> {
-    fn poll<R>(&mut self, op: impl FnOnce(Pin<&mut T>, &mut Context<'_>) -> Poll<io::Result<R>>) -> io::Result<R> {
+impl SyncIo {
+    fn poll<T>(
+        &mut self,
+        op: impl FnOnce(Pin<&mut Transport>, &mut Context<'_>) -> Poll<io::Result<T>>,
+    ) -> io::Result<T> {
         let mut cx = Context::from_waker(&self.waker);
         match op(Pin::new(&mut self.transport), &mut cx) {
             Poll::Ready(result) => result,
@@ -313,14 +317,14 @@ impl<T: Unpin> SyncIo<T> {
     }
 }
 
-impl<T: AsyncRead + Unpin> Read for SyncIo<T> {
+impl Read for SyncIo {
     #[inline]
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.poll(|transport, cx| transport.poll_read(cx, buf))
     }
 }
 
-impl<T: AsyncWrite + Unpin> Write for SyncIo<T> {
+impl Write for SyncIo {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.poll(|transport, cx| transport.poll_write(cx, buf))
     }

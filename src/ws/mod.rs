@@ -21,4 +21,4 @@ pub use self::connection::WsConnection;
 pub(crate) use self::connector::redact_url;
 pub use self::connector::{connect, ConnectFuture, WsConnector, WsConnectorBuilder, DEFAULT_READ_BUFFER};
 pub use self::error::{ConnectError, ConnectionError};
-pub use self::transport::{MaybeTlsStream, Transport};
+pub use self::transport::{MaybeTlsStream, RawStream, Transport};

@@ -15,22 +15,41 @@ use tracing::trace;
 
 use super::error::ConnectError;
 
-/// The byte stream under a [`WsConnection`](super::WsConnection): plain TCP or TLS over TCP.
-#[derive(Debug)]
+/// The byte stream under a [`WsConnection`](super::WsConnection): plain TCP or TLS over TCP, or a stream of
+/// the application's own ([`WsConnection::from_raw_socket`](super::WsConnection::from_raw_socket)).
 #[non_exhaustive]
 pub enum MaybeTlsStream {
     /// `ws://`.
     Plain(Async<TcpStream>),
     /// `wss://`.
     Tls(Box<futures_rustls::client::TlsStream<Async<TcpStream>>>),
+    /// Any other byte stream.
+    Other(Box<dyn RawStream>),
+}
+
+/// A byte stream a [`WsConnection`](super::WsConnection) can run on: anything `AsyncRead + AsyncWrite + Send +
+/// Unpin`.
+pub trait RawStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+
+impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> RawStream for S {}
+
+impl std::fmt::Debug for MaybeTlsStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Plain(tcp) => f.debug_tuple("Plain").field(tcp).finish(),
+            Self::Tls(tls) => f.debug_tuple("Tls").field(tls).finish(),
+            Self::Other(_) => f.write_str("Other(..)"),
+        }
+    }
 }
 
 impl MaybeTlsStream {
-    /// The TCP socket.
-    pub fn tcp(&self) -> &Async<TcpStream> {
+    /// The TCP socket, unless the stream is [`Other`](Self::Other).
+    pub fn tcp(&self) -> Option<&Async<TcpStream>> {
         match self {
-            Self::Plain(tcp) => tcp,
-            Self::Tls(tls) => tls.get_ref().0,
+            Self::Plain(tcp) => Some(tcp),
+            Self::Tls(tls) => Some(tls.get_ref().0),
+            Self::Other(_) => None,
         }
     }
 }
@@ -40,6 +59,7 @@ impl AsyncRead for MaybeTlsStream {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Self::Other(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -49,6 +69,7 @@ impl AsyncWrite for MaybeTlsStream {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Self::Other(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -60,6 +81,7 @@ impl AsyncWrite for MaybeTlsStream {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            Self::Other(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -67,6 +89,7 @@ impl AsyncWrite for MaybeTlsStream {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_flush(cx),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Self::Other(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -74,6 +97,7 @@ impl AsyncWrite for MaybeTlsStream {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_close(cx),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
+            Self::Other(s) => Pin::new(s.as_mut()).poll_close(cx),
         }
     }
 }
@@ -204,8 +228,8 @@ impl Transport {
         &self.inner
     }
 
-    /// The TCP socket.
-    pub fn tcp(&self) -> &Async<TcpStream> {
+    /// The TCP socket, unless the stream is [`MaybeTlsStream::Other`].
+    pub fn tcp(&self) -> Option<&Async<TcpStream>> {
         self.inner.tcp()
     }
 }

@@ -141,6 +141,40 @@ async fn a_split_connection_reads_and_writes_on_two_tasks() {
     assert_eq!(seen, COUNT);
 }
 
+/// `WsConnection::from_raw_socket` over a byte stream this crate does not dial (one end of a Unix socket
+/// pair, whose other end is an async-tungstenite server): messages go both ways, and the server's Close ends
+/// the stream with its code.
+#[cfg(unix)]
+#[test]
+fn a_connection_over_a_stream_of_your_own() {
+    use async_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame, Role, WebSocketConfig};
+    use stream_tungstenite::ws::WsConnection;
+    smol::block_on(async {
+        let (client, server) = std::os::unix::net::UnixStream::pair().unwrap();
+        let client = async_io::Async::new(client).unwrap();
+        let server = async_io::Async::new(server).unwrap();
+        let mut server = async_tungstenite::WebSocketStream::from_raw_socket(server, Role::Server, None).await;
+        let mut connection = WsConnection::from_raw_socket(client, WebSocketConfig::default());
+        assert!(connection.transport().tcp().is_none());
+
+        connection.send(Message::text("ping?")).await.unwrap();
+        assert_eq!(server.next().await.unwrap().unwrap(), ServerMessage::text("ping?"));
+        server.send(ServerMessage::binary(vec![7u8; 3])).await.unwrap();
+        assert_eq!(connection.next().await.unwrap().unwrap(), Message::binary(vec![7u8; 3]));
+
+        let frame = CloseFrame {
+            code: CloseCode::Restart,
+            reason: "bye".into(),
+        };
+        server.send(ServerMessage::Close(Some(frame))).await.unwrap();
+        match connection.next().await {
+            Some(Err(ConnectionError::Closed { code: 1012, reason })) => assert_eq!(reason, "bye"),
+            other => panic!("expected the close, got {other:?}"),
+        }
+        assert!(connection.next().await.is_none());
+    });
+}
+
 // ---- Failure classes ----------------------------------------------------------------------------------------
 
 fn fatal_connect_error(error: Error) -> u16 {
@@ -547,7 +581,7 @@ fn tcp_nodelay_is_on_and_keepalive_is_set_when_asked() {
         .build();
     let options = |connector: &mut WsConnector| {
         let connection = smol::block_on(stream_tungstenite::Connect::connect(connector)).unwrap();
-        let socket = socket2::SockRef::from(connection.transport().tcp().get_ref());
+        let socket = socket2::SockRef::from(connection.transport().tcp().expect("a TCP connection").get_ref());
         (socket.tcp_nodelay().unwrap(), socket.keepalive().unwrap())
     };
     assert_eq!(options(&mut plain), (true, false));
