@@ -10,8 +10,8 @@
 //! on two streams:
 //!
 //! - **plain**: `ReconnectingStream::new(connector)`, where the connector hands out a fresh in-memory
-//!   connection: an async-tungstenite `WebSocketStream` (client role: frames are parsed, built and masked) over
-//!   [`MemPipe`], whose reads replay pre-encoded server frames forever and whose writes are dropped;
+//!   connection: a [`WsConnection`] (what `connect` returns; client role: frames are parsed, built and masked)
+//!   over [`MemPipe`], whose reads replay pre-encoded server frames forever and whose writes are dropped;
 //! - **layered**: the same connector behind
 //!   `ConnectorBuilder::new(connector).layer(HeartbeatLayer::new(15 s, 10 s)).layer(MetricsLayer::new())
 //!   .layer(ExtensionLayer::inbound(|m| Some(m)))`.
@@ -24,7 +24,8 @@
 //! plain and layered runs and compares medians, so drift on the machine affects both sides alike. A ratio is
 //! `plain time / layered time`, i.e. the layered stream's relative throughput: 1.00 means the layers cost
 //! nothing; the target is >= 0.95. Diagnostic ratios follow, with each layer alone on the connector, to tell
-//! where the cost of the stack goes. Expect a few percent of noise between builds and runs: code layout alone
+//! where the cost of the stack goes, and the whole stack over async-tungstenite's `WebSocketStream` instead of
+//! `WsConnection`. Expect a few percent of noise between builds and runs: code layout alone
 //! moves these ratios by that much.
 #[path = "common/mod.rs"]
 mod common;
