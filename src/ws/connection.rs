@@ -278,12 +278,15 @@ impl Wake for Wakers {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        for slot in [&self.read, &self.write] {
-            // Cloned out, so that no lock is held while a task is woken.
-            let waker = slot.lock().unwrap_or_else(PoisonError::into_inner).clone();
-            if let Some(waker) = waker {
-                waker.wake();
-            }
+        // Cloned out, so that no lock is held while a task is woken.
+        let reader = self.read.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let writer = self.write.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        // One task that both reads and writes (the usual case) is woken once.
+        if let Some(writer) = writer.filter(|writer| !reader.as_ref().is_some_and(|reader| reader.will_wake(writer))) {
+            writer.wake();
+        }
+        if let Some(reader) = reader {
+            reader.wake();
         }
     }
 }
