@@ -79,7 +79,7 @@ impl WsConnection {
     /// at a time, not per message.
     pub fn from_raw_socket<S>(stream: S, config: WebSocketConfig) -> Self
     where
-        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+        S: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static,
     {
         let transport = Transport::new(MaybeTlsStream::Other(Box::new(stream))).upgraded();
         Self::new(transport, config, None)

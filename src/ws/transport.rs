@@ -28,10 +28,10 @@ pub enum MaybeTlsStream {
 }
 
 /// A byte stream a [`WsConnection`](super::WsConnection) can run on: anything `AsyncRead + AsyncWrite + Send +
-/// Unpin`.
-pub trait RawStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+/// Sync + Unpin` (`Sync` so that a connection stays `Sync` whatever it runs on).
+pub trait RawStream: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static {}
 
-impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> RawStream for S {}
+impl<S: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static> RawStream for S {}
 
 impl std::fmt::Debug for MaybeTlsStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

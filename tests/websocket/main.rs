@@ -141,6 +141,13 @@ async fn a_split_connection_reads_and_writes_on_two_tasks() {
     assert_eq!(seen, COUNT);
 }
 
+/// A connection can be moved to and shared between threads, whatever byte stream it runs on.
+#[test]
+fn a_connection_is_send_and_sync() {
+    fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<stream_tungstenite::ws::WsConnection>();
+}
+
 /// `WsConnection::from_raw_socket` over a byte stream this crate does not dial (one end of a Unix socket
 /// pair, whose other end is an async-tungstenite server): messages go both ways, and the server's Close ends
 /// the stream with its code.
