@@ -351,8 +351,8 @@ where
     type Item = Result<T, E>;
 
     // The message path reads the item where it lies and returns it unchanged; everything else goes out of
-    // line. Handling all four cases here made the compiler copy each message once more (about 5 ns in
-    // `benches/layers.rs`, metrics alone 0.91-0.94 of plain before, 0.96-0.99 after).
+    // line. Handling all four cases here made the compiler copy each message once more: in memory, with
+    // metrics as the only layer, 0.91-0.94 of a plain stream's receive throughput before, 0.95-0.99 after.
     #[inline(always)]
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.project();
