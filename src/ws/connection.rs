@@ -158,7 +158,7 @@ impl WsConnection {
     #[inline(never)]
     fn on_read_error(&mut self, error: tungstenite::Error) -> Poll<Option<Result<Message, ConnectionError>>> {
         match error {
-            tungstenite::Error::Io(error) if error.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
+            error if would_block(&error) => Poll::Pending,
             tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => Poll::Ready(self.on_end(None)),
             error => Poll::Ready(self.on_end(Some(error))),
         }
@@ -203,7 +203,7 @@ impl Sink<Message> for WsConnection {
                 this.ready = true;
                 Ok(())
             }
-            Err(tungstenite::Error::Io(error)) if error.kind() == io::ErrorKind::WouldBlock => {
+            Err(error) if would_block(&error) => {
                 // Queued, not an error: `poll_ready` flushes before the next one.
                 this.ready = false;
                 Ok(())
@@ -233,22 +233,20 @@ impl Sink<Message> for WsConnection {
         } else {
             this.ws.close(None)
         };
-        match sent {
-            Ok(()) | Err(tungstenite::Error::ConnectionClosed) => {}
-            Err(tungstenite::Error::Io(error)) if error.kind() == io::ErrorKind::WouldBlock => {
+        match pending_on_would_block(sent) {
+            Poll::Ready(Ok(()) | Err(tungstenite::Error::ConnectionClosed)) => {}
+            Poll::Ready(Err(error)) => return Poll::Ready(Err(error.into())),
+            Poll::Pending => {
                 this.closing = true;
                 return Poll::Pending;
             }
-            Err(error) => return Poll::Ready(Err(error.into())),
         }
         this.closing = true;
         this.register_reader(cx.waker());
         while !this.ended {
             match this.ws.read() {
                 Ok(_) => {}
-                Err(tungstenite::Error::Io(error)) if error.kind() == io::ErrorKind::WouldBlock => {
-                    return Poll::Pending;
-                }
+                Err(error) if would_block(&error) => return Poll::Pending,
                 Err(_) => this.ended = true,
             }
         }
@@ -256,10 +254,15 @@ impl Sink<Message> for WsConnection {
     }
 }
 
+/// Whether tungstenite stopped because the socket would block (the transport returned `Pending`).
+fn would_block(error: &tungstenite::Error) -> bool {
+    matches!(error, tungstenite::Error::Io(error) if error.kind() == io::ErrorKind::WouldBlock)
+}
+
 /// `WouldBlock` as `Pending`.
 fn pending_on_would_block<T>(result: Result<T, tungstenite::Error>) -> Poll<Result<T, tungstenite::Error>> {
     match result {
-        Err(tungstenite::Error::Io(error)) if error.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
+        Err(error) if would_block(&error) => Poll::Pending,
         other => Poll::Ready(other),
     }
 }

@@ -102,7 +102,6 @@ impl AsyncWrite for MaybeTlsStream {
     }
 }
 
-/// Where to dial, taken from the request's URI.
 /// The byte stream a [`WsConnection`](super::WsConnection) runs on: a [`MaybeTlsStream`] that, during the
 /// upgrade, hands the handshake no byte past the end of a `101` response's head.
 ///
@@ -343,6 +342,7 @@ impl AsyncWrite for Transport {
     }
 }
 
+/// Where to dial, taken from the request's URI.
 #[derive(Debug, Clone)]
 pub(crate) struct Target {
     pub(crate) host: String,
