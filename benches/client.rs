@@ -154,7 +154,7 @@ impl Client {
     async fn connect_with(addr: SocketAddr, subscribers: usize, config: Option<WebSocketConfig>) -> Self {
         let mut builder = WebSocketClient::builder(format!("ws://{addr}/"));
         if let Some(config) = config {
-            builder = builder.websocket_config(config);
+            builder = builder.with_websocket_config(config);
         }
         let client = Arc::new(builder.build());
         let subscribers = (0..subscribers).map(|_| client.subscribe()).collect();

@@ -1,5 +1,6 @@
-//! What connector layers cost per message: a `ReconnectingStream` whose connector has a heartbeat, metrics and
-//! a pass-through extension, against the bare `ReconnectingStream` over the same kind of connection, in memory.
+//! What hooks cost per message: a `ReconnectingStream` whose connector runs a heartbeat, metrics and a
+//! pass-through filter (one hook group, one wrapper), against the plain `ReconnectingStream` over the same kind
+//! of connection, in memory.
 //!
 //! Run it with `cargo bench --bench layers` (add `BENCH_QUICK=1`, or `-- --quick`, for a run of a few
 //! seconds). It measures, for 64-byte binary messages:
@@ -12,21 +13,20 @@
 //! - **plain**: `ReconnectingStream::new(connector)`, where the connector hands out a fresh in-memory
 //!   connection: a [`WsConnection`] (what `connect` returns; client role: frames are parsed, built and masked)
 //!   over [`MemPipe`], whose reads replay pre-encoded server frames forever and whose writes are dropped;
-//! - **layered**: the same connector behind
-//!   `ConnectorBuilder::new(connector).layer(HeartbeatLayer::new(15 s, 10 s)).layer(MetricsLayer::new())
-//!   .layer(ExtensionLayer::inbound(|m| Some(m)))`.
+//! - **hooked**: the same connector behind
+//!   `ConnectorBuilder::new(connector).hook(Heartbeat::new(15 s, 10 s)).hook(Metrics::new())
+//!   .hook(Filter::inbound(|_| Verdict::Pass)).build()`.
 //!
 //! Each stream connects (outside the timing) and then stays on its one connection. The heartbeat's timers are
 //! checked as in real use (every 64 messages while data flows); a ping goes out once per 15 s of a stream's
 //! life, which costs nothing measurable.
 //!
 //! Criterion reports each benchmark on its own. The headline ratios come from a separate loop that interleaves
-//! plain and layered runs and compares medians, so drift on the machine affects both sides alike. A ratio is
-//! `plain time / layered time`, i.e. the layered stream's relative throughput: 1.00 means the layers cost
-//! nothing; the target is >= 0.95. Diagnostic ratios follow, with each layer alone on the connector, to tell
-//! where the cost of the stack goes, and the whole stack over async-tungstenite's `WebSocketStream` instead of
-//! `WsConnection`. Expect a few percent of noise between builds and runs: code layout alone
-//! moves these ratios by that much.
+//! plain and hooked runs and compares medians, so drift on the machine affects both sides alike. A ratio is
+//! `plain time / hooked time`, i.e. the hooked stream's relative throughput: 1.00 means the hooks cost nothing;
+//! the target is >= 0.95. Diagnostic ratios follow: each hook alone, and the three hooks as three groups (three
+//! wrappers, as three separate layers were before hooks were fused). Expect a few percent of noise between
+//! builds and runs: code layout alone moves these ratios by that much.
 #[path = "common/mod.rs"]
 mod common;
 
@@ -35,14 +35,14 @@ use std::fmt::Debug;
 use std::io;
 use std::time::Duration;
 
-use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use async_tungstenite::tungstenite::Message;
-use async_tungstenite::WebSocketStream;
 use common::{receive, send, server_frames, shared_message, MemPipe};
 use criterion::{Criterion, Throughput};
 
 use futures::{Sink, Stream};
-use stream_tungstenite::extension::{ExtensionLayer, HeartbeatLayer, MetricsLayer};
+use stream_tungstenite::extension::{Filter, Heartbeat, Metrics};
+use stream_tungstenite::hook::{HooksLayer, Verdict};
 use stream_tungstenite::layer::ConnectorBuilder;
 use stream_tungstenite::retry::NoRetry;
 use stream_tungstenite::ws::WsConnection;
@@ -74,8 +74,8 @@ fn main() {
         (false, false) => 1001,
     };
     println!(
-        "\ncost of connector layers (heartbeat + metrics + pass-through extension): throughput ratio \
-         plain/layered (1.00 = no overhead, target >= 0.95), medians of {samples} interleaved runs of {BATCH} \
+        "\ncost of hooks (heartbeat + metrics + pass-through filter, one wrapper): throughput ratio \
+         plain/hooked (1.00 = no overhead, target >= 0.95), medians of {samples} interleaved runs of {BATCH} \
          messages{}",
         if test_mode {
             " (test mode: a smoke test, the numbers mean nothing)"
@@ -88,7 +88,7 @@ fn main() {
             ratio(label, samples, run);
         }
     });
-    println!("diagnostics: each layer alone (same measure)");
+    println!("diagnostics: each hook alone, and the three in three wrappers (same measure)");
     diagnostics(|label, run| ratio(label, samples, run));
 }
 
@@ -103,26 +103,9 @@ async fn dial() -> Result<WsConnection, io::Error> {
     Ok(WsConnection::from_raw_socket(pipe, WebSocketConfig::default()))
 }
 
-/// The same over async-tungstenite's `WebSocketStream` (a diagnostic: the connection an application gets from
-/// `async_tungstenite` directly, which this bench used before `WsConnection` drove tungstenite itself).
-async fn dial_tungstenite() -> Result<WebSocketStream<MemPipe>, io::Error> {
-    let pipe = MemPipe::new(server_frames(MESSAGE_LEN));
-    Ok(WebSocketStream::from_raw_socket(pipe, Role::Client, None).await)
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // The two streams
 // ---------------------------------------------------------------------------------------------------------------
-
-/// A `ReconnectingStream` over [`dial`] (or the given dial function) with these layers on its connector (the
-/// first outermost).
-macro_rules! with_layers {
-    (on $dial:expr; $($layer:expr),+ $(,)?) => {{
-        let connector = ConnectorBuilder::new($dial)$(.layer($layer))+;
-        ReconnectingStream::new(connector).with_retry(NoRetry)
-    }};
-    ($($layer:expr),+ $(,)?) => { with_layers!(on dial; $($layer),+) };
-}
 
 /// The bare `ReconnectingStream`. With [`NoRetry`], any failure would end the stream (and the benchmark)
 /// instead of hiding in a retry.
@@ -130,27 +113,30 @@ fn plain() -> impl Stream<Item = Result<Message, Error>> + Sink<Message, Error =
     ReconnectingStream::new(dial).with_retry(NoRetry)
 }
 
-/// The same, with a heartbeat, metrics and a pass-through extension on the connector.
-fn layered() -> impl Stream<Item = Result<Message, Error>> + Sink<Message, Error = Error> + Unpin {
-    with_layers!(
-        HeartbeatLayer::new(Duration::from_secs(15), Duration::from_secs(10)),
-        MetricsLayer::new(),
-        ExtensionLayer::inbound(|message: Message| Some(message)),
-    )
+fn heartbeat() -> Heartbeat {
+    Heartbeat::new(Duration::from_secs(15), Duration::from_secs(10))
 }
 
-/// [`plain`] and [`layered`] over async-tungstenite's `WebSocketStream` ([`dial_tungstenite`]).
-fn plain_tungstenite() -> impl Stream<Item = Result<Message, Error>> + Sink<Message, Error = Error> + Unpin {
-    ReconnectingStream::new(dial_tungstenite).with_retry(NoRetry)
+fn pass() -> Filter<impl FnMut(&mut Message) -> Verdict + Clone + Send> {
+    Filter::inbound(|_: &mut Message| Verdict::Pass)
 }
 
-fn layered_tungstenite() -> impl Stream<Item = Result<Message, Error>> + Sink<Message, Error = Error> + Unpin {
-    with_layers!(
-        on dial_tungstenite;
-        HeartbeatLayer::new(Duration::from_secs(15), Duration::from_secs(10)),
-        MetricsLayer::new(),
-        ExtensionLayer::inbound(|message: Message| Some(message)),
-    )
+/// The same, with a heartbeat, metrics and a pass-through filter: one group of hooks, one wrapper.
+fn hooked() -> impl Stream<Item = Result<Message, Error>> + Sink<Message, Error = Error> + Unpin {
+    let connector = ConnectorBuilder::new(dial)
+        .hook(heartbeat())
+        .hook(Metrics::new())
+        .hook(pass())
+        .build();
+    ReconnectingStream::new(connector).with_retry(NoRetry)
+}
+
+/// A `ReconnectingStream` whose connector runs one hook group.
+macro_rules! with_group {
+    ($group:expr) => {{
+        let connector = ConnectorBuilder::new(dial).layer(HooksLayer::new($group)).build();
+        ReconnectingStream::new(connector).with_retry(NoRetry)
+    }};
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -162,24 +148,24 @@ fn layered_tungstenite() -> impl Stream<Item = Result<Message, Error>> + Sink<Me
 enum Side {
     /// The bare `ReconnectingStream`.
     Plain,
-    /// The `ReconnectingStream` with layers.
-    Layered,
+    /// The `ReconnectingStream` with hooks.
+    Hooked,
 }
 
 /// Receiving: `run(side, n)` reads `n` messages from that side's stream and returns the time taken.
 ///
 /// Each side's stream is made once and connected before any timing (by reading one message); every run then
 /// reads from the same connection.
-fn receive_case<P, L>(mut plain: P, mut layered: L) -> impl FnMut(Side, u64) -> Duration
+fn receive_case<P, L>(mut plain: P, mut hooked: L) -> impl FnMut(Side, u64) -> Duration
 where
     P: Stream<Item = Result<Message, Error>> + Unpin,
     L: Stream<Item = Result<Message, Error>> + Unpin,
 {
     receive(&mut plain, 1);
-    receive(&mut layered, 1);
+    receive(&mut hooked, 1);
     move |side, n| match side {
         Side::Plain => receive(&mut plain, n),
-        Side::Layered => receive(&mut layered, n),
+        Side::Hooked => receive(&mut hooked, n),
     }
 }
 
@@ -187,61 +173,55 @@ where
 ///
 /// Each side's stream is made once, connected, and sends one batch before any timing, which grows its queue to
 /// its working size.
-fn send_case<P, L>(mut plain: P, mut layered: L) -> impl FnMut(Side, u64) -> Duration
+fn send_case<P, L>(mut plain: P, mut hooked: L) -> impl FnMut(Side, u64) -> Duration
 where
     P: Sink<Message, Error = Error> + Unpin,
     L: Sink<Message, Error = Error> + Unpin,
 {
     let mut make = shared_message(MESSAGE_LEN);
     send(&mut plain, BATCH as u64, &mut make);
-    send(&mut layered, BATCH as u64, &mut make);
+    send(&mut hooked, BATCH as u64, &mut make);
     move |side, n| match side {
         Side::Plain => send(&mut plain, n, &mut make),
-        Side::Layered => send(&mut layered, n, &mut make),
+        Side::Hooked => send(&mut hooked, n, &mut make),
     }
 }
 
 /// Calls `visit` with each headline case's label and runner.
 fn cases(mut visit: impl FnMut(&str, &mut dyn FnMut(Side, u64) -> Duration)) {
-    visit("layers receive 64B", &mut receive_case(plain(), layered()));
-    visit("layers send 64B", &mut send_case(plain(), layered()));
+    visit("hooks receive 64B", &mut receive_case(plain(), hooked()));
+    visit("hooks send 64B", &mut send_case(plain(), hooked()));
 }
 
-/// Calls `visit` with diagnostic cases: each layer on its own, to tell where the cost of the stack goes.
+/// Calls `visit` with diagnostic cases: each hook alone, and the three as three separate wrappers.
 fn diagnostics(mut visit: impl FnMut(&str, &mut dyn FnMut(Side, u64) -> Duration)) {
-    let heartbeat = || HeartbeatLayer::new(Duration::from_secs(15), Duration::from_secs(10));
-    let pass = || ExtensionLayer::inbound(|message: Message| Some(message));
     visit(
-        "layers receive 64B [heartbeat only]",
-        &mut receive_case(plain(), with_layers!(heartbeat())),
+        "hooks receive 64B [heartbeat only]",
+        &mut receive_case(plain(), with_group!(heartbeat())),
     );
     visit(
-        "layers receive 64B [metrics only]",
-        &mut receive_case(plain(), with_layers!(MetricsLayer::new())),
+        "hooks receive 64B [metrics only]",
+        &mut receive_case(plain(), with_group!(Metrics::new())),
     );
     visit(
-        "layers receive 64B [extension only]",
-        &mut receive_case(plain(), with_layers!(pass())),
+        "hooks receive 64B [filter only]",
+        &mut receive_case(plain(), with_group!(pass())),
+    );
+    let three_wrappers = || {
+        let connector = ConnectorBuilder::new(dial)
+            .layer(HooksLayer::new(heartbeat()))
+            .layer(HooksLayer::new(Metrics::new()))
+            .layer(HooksLayer::new(pass()))
+            .build();
+        ReconnectingStream::new(connector).with_retry(NoRetry)
+    };
+    visit(
+        "hooks receive 64B [three wrappers, one hook each]",
+        &mut receive_case(plain(), three_wrappers()),
     );
     visit(
-        "layers send 64B [heartbeat only]",
-        &mut send_case(plain(), with_layers!(heartbeat())),
-    );
-    visit(
-        "layers send 64B [metrics only]",
-        &mut send_case(plain(), with_layers!(MetricsLayer::new())),
-    );
-    visit(
-        "layers send 64B [extension only]",
-        &mut send_case(plain(), with_layers!(pass())),
-    );
-    visit(
-        "layers receive 64B [all three, over async-tungstenite's WebSocketStream]",
-        &mut receive_case(plain_tungstenite(), layered_tungstenite()),
-    );
-    visit(
-        "layers send 64B [all three, over async-tungstenite's WebSocketStream]",
-        &mut send_case(plain_tungstenite(), layered_tungstenite()),
+        "hooks send 64B [three wrappers, one hook each]",
+        &mut send_case(plain(), three_wrappers()),
     );
 }
 
@@ -254,7 +234,7 @@ fn criterion_pair(c: &mut Criterion, label: &str, run: &mut dyn FnMut(Side, u64)
     let mut group = c.benchmark_group(label);
     group.throughput(Throughput::Elements(1));
     group.bench_function("plain", |b| b.iter_custom(|n| run(Side::Plain, n)));
-    group.bench_function("layered", |b| b.iter_custom(|n| run(Side::Layered, n)));
+    group.bench_function("hooked", |b| b.iter_custom(|n| run(Side::Hooked, n)));
     group.finish();
 }
 
@@ -269,15 +249,15 @@ fn ratio(label: &str, samples: usize, run: &mut dyn FnMut(Side, u64) -> Duration
     // Warm up: fill buffers and caches.
     for _ in 0..samples.min(20) {
         run(Side::Plain, batch);
-        run(Side::Layered, batch);
+        run(Side::Hooked, batch);
     }
-    let (mut plain, mut layered) = (Vec::with_capacity(samples), Vec::with_capacity(samples));
+    let (mut plain, mut hooked) = (Vec::with_capacity(samples), Vec::with_capacity(samples));
     for i in 0..samples {
         if i % 2 == 0 {
             plain.push(run(Side::Plain, batch));
-            layered.push(run(Side::Layered, batch));
+            hooked.push(run(Side::Hooked, batch));
         } else {
-            layered.push(run(Side::Layered, batch));
+            hooked.push(run(Side::Hooked, batch));
             plain.push(run(Side::Plain, batch));
         }
     }
@@ -285,9 +265,9 @@ fn ratio(label: &str, samples: usize, run: &mut dyn FnMut(Side, u64) -> Duration
         times.sort_unstable();
         times[times.len() / 2].as_secs_f64() * 1e9 / BATCH as f64
     };
-    let (plain_ns, layered_ns) = (median_per_message(&mut plain), median_per_message(&mut layered));
+    let (plain_ns, hooked_ns) = (median_per_message(&mut plain), median_per_message(&mut hooked));
     println!(
-        "ratio {label}: {:.2} (plain {plain_ns:.1} ns/msg, layered {layered_ns:.1} ns/msg)",
-        plain_ns / layered_ns
+        "ratio {label}: {:.2} (plain {plain_ns:.1} ns/msg, hooked {hooked_ns:.1} ns/msg)",
+        plain_ns / hooked_ns
     );
 }

@@ -252,7 +252,7 @@ fn ours(
 /// Ours with tungstenite's default 128 KiB read buffer: a diagnostic variant.
 fn ours_128k(addr: SocketAddr, path: &str) -> Ours<ReconnectingStream<WsConnector, Message>> {
     let connector = WsConnector::builder(format!("ws://{addr}{path}"))
-        .websocket_config(WebSocketConfig::default())
+        .with_websocket_config(WebSocketConfig::default())
         .build();
     Ours(ReconnectingStream::new(connector).with_retry(Immediate::new()))
 }

@@ -21,13 +21,15 @@
 //! connection an update came from.
 //!
 //! The client first shows that a bad token is fatal (one attempt, no retry loop). Then it runs a
-//! [`ReconnectingStream`] whose connector is built from layers:
+//! [`ReconnectingStream`] whose connector is built from hooks and layers:
 //!
 //! ```text
 //! ConnectorBuilder::new(dial)
-//!     .layer(MetricsLayer)          outermost: counts user traffic only, not handshake frames or pings
-//!     .layer(HeartbeatLayer)        pings every 50 ms; a connection silent for 500 ms after a ping is replaced
+//!     .hook(Metrics)     outermost: counts user traffic only, not handshake frames or pings
+//!     .hook(Heartbeat)   pings every 50 ms; a connection silent for 500 ms after a ping is replaced
+//!                        (the two hooks run in one wrapper)
 //!     .layer(chain_handshakers!(auth, subscribe))   innermost: runs first on each new connection
+//!     .build()
 //! ```
 //!
 //! It prints every event on one line, reads updates until it has 400 of them over at least 6 connections, and
@@ -63,7 +65,7 @@ use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::WebSocketStream;
 use futures::{FutureExt, SinkExt, StreamExt};
 use serde_json::{json, Value};
-use stream_tungstenite::extension::{HeartbeatLayer, MetricsLayer, MetricsSnapshot};
+use stream_tungstenite::extension::{Heartbeat, Metrics, MetricsSnapshot};
 use stream_tungstenite::handshake::{AuthHandshaker, SubscribeHandshaker};
 use stream_tungstenite::layer::ConnectorBuilder;
 use stream_tungstenite::retry::ExponentialBackoff;
@@ -168,18 +170,20 @@ async fn run_client(addr: SocketAddr) -> Result<Report, stream_tungstenite::Erro
     let url = format!("ws://{addr}/feed");
     let mut report = Report::default();
 
-    // 1. A bad token: the server answers auth_failed, `reject_when` makes that fatal, and the stream ends at
+    // 1. A bad token: the server answers auth_failed, `with_reject` makes that fatal, and the stream ends at
     //    once with an error instead of retrying a credential that cannot work.
     let dial = {
         let url = url.clone();
         move || stream_tungstenite::connect(url.clone())
     };
-    let refused = ConnectorBuilder::new(dial).layer(
-        AuthHandshaker::token("expired")
-            .json()
-            .accept_when(|message| type_of(message).as_deref() == Some("auth_ok"))
-            .reject_when(|message| type_of(message).as_deref() == Some("auth_failed")),
-    );
+    let refused = ConnectorBuilder::new(dial)
+        .layer(
+            AuthHandshaker::token("expired")
+                .json()
+                .with_accept(|message| type_of(message).as_deref() == Some("auth_ok"))
+                .with_reject(|message| type_of(message).as_deref() == Some("auth_failed")),
+        )
+        .build();
     let mut ws: ReconnectingStream<_, Message> = ReconnectingStream::new(refused).with_retry(
         // Even with retries allowed, a rejection is not retried.
         ExponentialBackoff::new(Duration::from_millis(10), Duration::from_millis(100)),
@@ -208,7 +212,7 @@ async fn run_client(addr: SocketAddr) -> Result<Report, stream_tungstenite::Erro
         let confirmed = Arc::clone(&confirmed);
         AuthHandshaker::new(provider)
             .json()
-            .accept_when(move |message| match parse(message) {
+            .with_accept(move |message| match parse(message) {
                 Some(reply) if reply["type"] == "auth_ok" => {
                     lock(&confirmed).auth.insert(reply["conn"].as_u64().unwrap_or(u64::MAX));
                     true
@@ -219,11 +223,11 @@ async fn run_client(addr: SocketAddr) -> Result<Report, stream_tungstenite::Erro
                 }
                 None => false,
             })
-            .reject_when(|message| type_of(message).as_deref() == Some("auth_failed"))
+            .with_reject(|message| type_of(message).as_deref() == Some("auth_failed"))
     };
     let subscribe = {
         let confirmed = Arc::clone(&confirmed);
-        SubscribeHandshaker::new(CHANNELS).confirm_channel(move |channel, message| match parse(message) {
+        SubscribeHandshaker::new(CHANNELS).with_confirm_channel(move |channel, message| match parse(message) {
             Some(reply) if reply["type"] == "subscribed" && reply["channel"] == channel => {
                 let conn = reply["conn"].as_u64().unwrap_or(u64::MAX);
                 lock(&confirmed)
@@ -241,15 +245,12 @@ async fn run_client(addr: SocketAddr) -> Result<Report, stream_tungstenite::Erro
         })
     };
 
-    let metrics_layer = MetricsLayer::new();
-    let metrics = metrics_layer.metrics();
+    let metrics = Metrics::new();
     let connector = ConnectorBuilder::new(move || stream_tungstenite::connect(url.clone()))
-        .layer(metrics_layer)
-        .layer(HeartbeatLayer::new(
-            Duration::from_millis(50),
-            Duration::from_millis(500),
-        ))
-        .layer(chain_handshakers!(auth, subscribe));
+        .hook(metrics.clone())
+        .hook(Heartbeat::new(Duration::from_millis(50), Duration::from_millis(500)))
+        .layer(chain_handshakers!(auth, subscribe))
+        .build();
 
     let counts = Arc::new(Mutex::new(EventCounts::default()));
     let observer = {

@@ -41,7 +41,7 @@ fn main() -> Result<(), Box<dyn Error>> {
 async fn quick_start(url: String) -> Result<(), Box<dyn Error>> {
     // The 0.6.1 quick start.
     let client = WebSocketClient::builder(url)
-        .receive_timeout(Duration::from_secs(30))
+        .with_receive_timeout(Duration::from_secs(30))
         .build();
     let mut messages = client.subscribe();
     let client = Arc::new(client);

@@ -1,18 +1,77 @@
-//! Error types: [`Failure`], a transient cause reported in events, and [`Error`], which ends a stream.
+//! Error types: [`Failure`], a transient cause reported in events, [`Error`], which ends a stream, and
+//! [`ConnectTimeout`], the one timeout of a connection attempt.
+//!
+//! Part of the core: nothing here knows a protocol. What a failure's error says about itself (how to handle
+//! it, a close code) is recorded with it as a [`Diagnosis`] when it happens.
 
 use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A boxed error, the form in which connector, stream and sink errors are accepted.
+use crate::classify::{Diagnose, Diagnosis};
+
+/// A boxed error, the form in which connector, stream and sink errors are kept.
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
 /// A shared error: cheap to clone into events and into the terminal [`Error`].
 pub(crate) type SharedError = Arc<dyn StdError + Send + Sync + 'static>;
 
-pub(crate) fn share(error: impl Into<BoxError>) -> SharedError {
-    Arc::from(error.into())
+/// A connection attempt (dial, upgrade or handshake) did not finish in time.
+///
+/// The one connect timeout, wherever it happens: [`ReconnectingStream`](crate::ReconnectingStream)'s
+/// per-attempt timeout, a connector's own, a handshake step's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("connect timed out after {after:?}")]
+pub struct ConnectTimeout {
+    /// The timeout that elapsed.
+    pub after: Duration,
+}
+
+/// An error boxed together with what it diagnosed of itself: what a connection yields once its own error
+/// type is gone (through hooks, or type-erased in a client).
+///
+/// Its `Display` is the error's, its `source()` the error itself, and it diagnoses as that error did, so a
+/// close code or a fatal class survives the boxing.
+#[derive(Debug)]
+pub struct DiagnosedError {
+    error: BoxError,
+    diagnosis: Diagnosis,
+}
+
+impl DiagnosedError {
+    /// Boxes `error`, keeping its diagnosis.
+    #[cold]
+    pub fn new<E: Into<BoxError> + Diagnose>(error: E) -> Self {
+        let diagnosis = error.diagnose();
+        Self {
+            error: error.into(),
+            diagnosis,
+        }
+    }
+
+    /// The error, unwrapped.
+    pub fn into_inner(self) -> BoxError {
+        self.error
+    }
+}
+
+impl fmt::Display for DiagnosedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl StdError for DiagnosedError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.error)
+    }
+}
+
+impl Diagnose for DiagnosedError {
+    fn diagnose(&self) -> Diagnosis {
+        self.diagnosis
+    }
 }
 
 /// Why a connection attempt failed or a connection was lost.
@@ -20,22 +79,20 @@ pub(crate) fn share(error: impl Into<BoxError>) -> SharedError {
 /// A failure is transient: it is reported in [`Event`](crate::Event)s and passed to the
 /// [`Classify`](crate::Classify) hook, which decides whether to retry. It only reaches the user's
 /// stream as the cause inside an [`Error`] once the stream ends for good.
+///
+/// Each failure with an error carries the [`Diagnosis`] that error gave of itself when it happened
+/// ([`diagnosis`](Self::diagnosis)): the close code of a lost WebSocket connection, say.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Failure {
-    /// The connector returned an error.
+    /// The connector returned an error, or the attempt timed out ([`ConnectTimeout`]).
     Connect {
         /// Which attempt failed, counted from 1 since the last stable connection.
         attempt: u32,
         /// The connector's error.
         source: SharedError,
-    },
-    /// The connector did not finish within the per-attempt connect timeout.
-    ConnectTimeout {
-        /// Which attempt timed out.
-        attempt: u32,
-        /// The timeout that elapsed.
-        after: Duration,
+        /// What the error said about itself.
+        diagnosis: Diagnosis,
     },
     /// The connection's stream returned an error.
     Read {
@@ -43,6 +100,8 @@ pub enum Failure {
         generation: u64,
         /// The stream's error.
         source: SharedError,
+        /// What the error said about itself.
+        diagnosis: Diagnosis,
     },
     /// Writing or flushing to the connection's sink failed.
     Write {
@@ -50,6 +109,8 @@ pub enum Failure {
         generation: u64,
         /// The sink's error.
         source: SharedError,
+        /// What the error said about itself.
+        diagnosis: Diagnosis,
     },
     /// The connection's stream ended (returned `None`).
     Ended {
@@ -59,11 +120,52 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// A failed attempt.
+    pub(crate) fn connect<E: Into<BoxError> + Diagnose>(attempt: u32, error: E) -> Self {
+        let diagnosis = error.diagnose();
+        Self::Connect {
+            attempt,
+            source: Arc::from(error.into()),
+            diagnosis,
+        }
+    }
+
+    /// A read error on connection `generation`.
+    pub(crate) fn read<E: Into<BoxError> + Diagnose>(generation: u64, error: E) -> Self {
+        let diagnosis = error.diagnose();
+        Self::Read {
+            generation,
+            source: Arc::from(error.into()),
+            diagnosis,
+        }
+    }
+
+    /// A write or flush error on connection `generation`.
+    pub(crate) fn write<E: Into<BoxError> + Diagnose>(generation: u64, error: E) -> Self {
+        let diagnosis = error.diagnose();
+        Self::Write {
+            generation,
+            source: Arc::from(error.into()),
+            diagnosis,
+        }
+    }
+
     /// The underlying error from the connector, stream or sink, if there is one.
     pub fn source_error(&self) -> Option<&(dyn StdError + Send + Sync + 'static)> {
         match self {
             Self::Connect { source, .. } | Self::Read { source, .. } | Self::Write { source, .. } => Some(&**source),
-            Self::ConnectTimeout { .. } | Self::Ended { .. } => None,
+            Self::Ended { .. } => None,
+        }
+    }
+
+    /// What the failure's error said about itself when it happened ([`Diagnosis::unknown`] for a stream that
+    /// ended without an error).
+    pub fn diagnosis(&self) -> Diagnosis {
+        match self {
+            Self::Connect { diagnosis, .. } | Self::Read { diagnosis, .. } | Self::Write { diagnosis, .. } => {
+                *diagnosis
+            }
+            Self::Ended { .. } => Diagnosis::unknown(),
         }
     }
 
@@ -99,19 +201,26 @@ impl Failure {
             Self::Read { generation, .. } | Self::Write { generation, .. } | Self::Ended { generation } => {
                 Some(*generation)
             }
-            Self::Connect { .. } | Self::ConnectTimeout { .. } => None,
+            Self::Connect { .. } => None,
         }
     }
 
-    /// The WebSocket close code of a lost connection: the server's Close code, or 1006 when the connection was
-    /// lost without a close handshake. `None` for failed attempts and non-WebSocket connections.
+    /// The protocol's close code of a lost connection, as its error diagnosed it (WebSocket: the server's
+    /// Close code, or 1006 when the connection was lost without a close handshake). `None` for failed
+    /// attempts and for connections whose errors carry no code.
     pub fn close_code(&self) -> Option<u16> {
-        crate::ws::close_code(self)
+        self.diagnosis().close_code()
     }
 
     /// Whether this failure happened while connecting (as opposed to on an established connection).
     pub fn is_connect(&self) -> bool {
-        matches!(self, Self::Connect { .. } | Self::ConnectTimeout { .. })
+        matches!(self, Self::Connect { .. })
+    }
+
+    /// The failure's cause in one line: its error and that error's sources, or what happened when there is no
+    /// error. Used by [`Error`]'s `Display`.
+    pub fn cause(&self) -> impl fmt::Display + '_ {
+        Cause(self)
     }
 }
 
@@ -119,15 +228,8 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Connect { attempt, .. } => write!(f, "connect attempt {attempt} failed"),
-            Self::ConnectTimeout { attempt, after } => {
-                write!(f, "connect attempt {attempt} timed out after {after:?}")
-            }
-            Self::Read { generation, .. } => {
-                write!(f, "reading from connection {generation} failed")
-            }
-            Self::Write { generation, .. } => {
-                write!(f, "writing to connection {generation} failed")
-            }
+            Self::Read { generation, .. } => write!(f, "reading from connection {generation} failed"),
+            Self::Write { generation, .. } => write!(f, "writing to connection {generation} failed"),
             Self::Ended { generation } => write!(f, "connection {generation} ended"),
         }
     }
@@ -142,16 +244,40 @@ impl StdError for Failure {
     }
 }
 
+/// A failure's error chain in one line, each part once (many errors print their source themselves).
+struct Cause<'a>(&'a Failure);
+
+impl fmt::Display for Cause<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(first) = self.0.source_error() else {
+            return write!(f, "{}", self.0);
+        };
+        let mut text = first.to_string();
+        let mut next = first.source();
+        while let Some(error) = next {
+            let part = error.to_string();
+            if !text.ends_with(&part) {
+                text.push_str(": ");
+                text.push_str(&part);
+            }
+            next = error.source();
+        }
+        f.write_str(&text)
+    }
+}
+
 /// Why a [`ReconnectingStream`](crate::ReconnectingStream) ended for good.
 ///
 /// The stream yields this once, then `None`; the sink returns it from then on. Messages that were accepted but
 /// not delivered stay in the stream and can be taken back with
 /// [`take_unsent`](crate::ReconnectingStream::take_unsent); [`unsent`](Self::unsent) says how many there were.
+/// Its `Display` names the cause, for example `fatal: invalid URL "not a url": relative URL without a base
+/// (0 unsent)`.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The retry policy gave up.
-    #[error("gave up after {attempts} consecutive failures ({unsent} messages unsent)")]
+    #[error("gave up after {attempts} consecutive failures: {} ({unsent} unsent)", last.cause())]
     GaveUp {
         /// Consecutive failures when the policy gave up.
         attempts: u32,
@@ -162,7 +288,7 @@ pub enum Error {
         last: Failure,
     },
     /// The classifier judged a failure fatal: no retry was attempted.
-    #[error("fatal failure ({unsent} messages unsent)")]
+    #[error("fatal: {} ({unsent} unsent)", cause.cause())]
     Fatal {
         /// Accepted messages that were not delivered.
         unsent: usize,
@@ -171,7 +297,7 @@ pub enum Error {
         cause: Failure,
     },
     /// The sink was closed by the user.
-    #[error("stream closed ({unsent} messages unsent)")]
+    #[error("closed ({unsent} unsent)")]
     Closed {
         /// Accepted messages that were not delivered when the stream closed.
         unsent: usize,
@@ -208,5 +334,64 @@ impl Error {
     /// Whether the stream ended because the user closed it.
     pub fn is_closed(&self) -> bool {
         matches!(self, Self::Closed { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_errors_name_their_cause() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("invalid URL \"not a url\": relative URL without a base")]
+        struct Invalid;
+        impl Diagnose for Invalid {}
+        let fatal = Error::Fatal {
+            unsent: 0,
+            cause: Failure::connect(1, Invalid),
+        };
+        assert_eq!(
+            fatal.to_string(),
+            "fatal: invalid URL \"not a url\": relative URL without a base (0 unsent)"
+        );
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let gave_up = Error::GaveUp {
+            attempts: 3,
+            unsent: 2,
+            last: Failure::connect(3, refused),
+        };
+        assert_eq!(
+            gave_up.to_string(),
+            "gave up after 3 consecutive failures: refused (2 unsent)"
+        );
+        let ended = Error::GaveUp {
+            attempts: 1,
+            unsent: 0,
+            last: Failure::Ended { generation: 4 },
+        };
+        assert_eq!(
+            ended.to_string(),
+            "gave up after 1 consecutive failures: connection 4 ended (0 unsent)"
+        );
+        assert_eq!(Error::Closed { unsent: 1 }.to_string(), "closed (1 unsent)");
+    }
+
+    #[test]
+    fn a_cause_names_each_error_of_the_chain_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("upgrade failed: {0}")]
+        struct Outer(#[source] std::io::Error);
+        impl Diagnose for Outer {}
+        let failure = Failure::read(2, Outer(std::io::Error::other("reset")));
+        assert_eq!(failure.cause().to_string(), "upgrade failed: reset");
+        let timeout = Failure::connect(
+            1,
+            ConnectTimeout {
+                after: Duration::from_secs(3),
+            },
+        );
+        assert_eq!(timeout.cause().to_string(), "connect timed out after 3s");
+        assert!(timeout.downcast_ref::<ConnectTimeout>().is_some());
     }
 }

@@ -1,4 +1,5 @@
-//! Lifecycle events, observers and the connection state.
+//! Lifecycle events, observers and the connection state: what a
+//! [`ReconnectingStream`](crate::ReconnectingStream) tells the world about itself. Part of the core.
 
 use std::fmt;
 use std::time::Duration;
@@ -30,11 +31,12 @@ pub enum Event {
         /// Why (carries the attempt number).
         failure: Failure,
     },
-    /// A connection was made but a handshake layer failed on it; the attempt counts as failed.
+    /// A connection was made but a handshake layer failed on it (its error said so:
+    /// [`Diagnosis::is_handshake`](crate::Diagnosis::is_handshake)); the attempt counts as failed.
     HandshakeFailed {
         /// The attempt.
         attempt: u32,
-        /// Why (its error is a [`HandshakeError`](crate::handshake::HandshakeError)).
+        /// Why.
         failure: Failure,
     },
     /// An established connection was lost.
@@ -43,7 +45,7 @@ pub enum Event {
         generation: u64,
         /// How long it had been up.
         uptime: Duration,
-        /// Why it was lost.
+        /// Why it was lost; [`Failure::close_code`] gives the protocol's close code, if any.
         reason: Failure,
     },
     /// The next attempt will start after `delay`.

@@ -1,177 +1,162 @@
-//! Composing connectors from layers, the way tower's `ServiceBuilder` composes services.
+//! [`ConnectorBuilder`]: composing a connector from layers and hooks, the way tower's `ServiceBuilder`
+//! composes services.
 //!
-//! A layer ([`tower_layer::Layer`]) wraps a connector in another connector. Handshake layers
-//! ([`crate::handshake`]) run an exchange on each new connection; extension layers ([`crate::extension`])
-//! wrap the connection itself.
+//! The top of the connector stack. A layer ([`tower_layer::Layer`]) wraps a connector in another connector:
+//! handshake layers ([`handshake`](crate::handshake)) run an exchange on each new connection. Hooks
+//! ([`hook`](crate::hook), [`extension`](crate::extension)) look at each message; consecutive hooks form one
+//! group, run by one connection wrapper ([`HooksLayer`]).
 //!
 //! # Order
 //!
-//! As with `ServiceBuilder`, the layer added **first is outermost**:
+//! As with `ServiceBuilder`, what is added **first is outermost**:
 //!
 //! ```text
-//! ConnectorBuilder::new(dial).layer(A).layer(B)      ==  A(B(dial))
+//! ConnectorBuilder::new(dial).hook(A).hook(B).layer(H).build()   ==  Hooks[A, B](H(dial))
 //!
-//!   new connection:   dial  ->  B's part runs  ->  A's part runs  ->  Connected (user traffic starts)
-//!   outbound message: user  ->  A  ->  B  ->  socket
-//!   inbound message:  socket  ->  B  ->  A  ->  user
+//!   new connection:   dial  ->  H's exchange runs  ->  A and B start  ->  Connected (user traffic starts)
+//!   outbound message: user  ->  A  ->  B  ->  (H passes it on)  ->  socket
+//!   inbound message:  socket  ->  (H passes it on)  ->  B  ->  A  ->  user
 //! ```
 //!
-//! So put extensions (heartbeat, metrics, logging, message filters) first and handshakes after them: the
-//! handshakes then run on the bare connection, before any extension sees user traffic, and their frames are
-//! invisible to the extensions. An extension added *after* a handshake layer sits inside it and sees the
-//! handshake's frames too.
+//! So put hooks (heartbeat, metrics, logging, message filters) first and handshakes after them: the
+//! handshakes then run on the bare connection, before any hook sees user traffic, and their frames are
+//! invisible to the hooks. A hook added *after* a handshake layer sits inside it and sees the handshake's
+//! frames too. A layer added between two hooks splits them into two groups, each its own wrapper.
+//!
+//! [`WebSocketClient`](crate::WebSocketClient)'s builder follows the same rule for its `hook` and `layer`.
 
 use std::fmt;
 
 use tower_layer::{Identity, Layer, Stack};
 
-use crate::Connect;
+use crate::hook::HooksLayer;
 
-/// Builds a connector from an inner connector and layers; it is itself a [`Connect`].
+/// Builds a connector from an inner connector, hooks and layers; [`build`](Self::build) gives the
+/// connector.
+///
+/// The third type parameter is the group of hooks added since the last layer: `()` for none, a nested pair
+/// otherwise.
 ///
 /// # Examples
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use stream_tungstenite::extension::HeartbeatLayer;
+/// use stream_tungstenite::extension::{Heartbeat, Metrics};
 /// use stream_tungstenite::handshake::{AuthHandshaker, SubscribeHandshaker};
 /// use stream_tungstenite::{chain_handshakers, layer::ConnectorBuilder, tungstenite::Message, ReconnectingStream};
+/// use stream_tungstenite::ws::WsConnector;
 ///
-/// let url = "wss://example.com/feed";
-/// let connector = ConnectorBuilder::new(move || stream_tungstenite::connect(url))
-///     .layer(HeartbeatLayer::new(Duration::from_secs(15), Duration::from_secs(10)))
+/// let metrics = Metrics::new();
+/// let connector = ConnectorBuilder::new(WsConnector::new("wss://example.com/feed"))
+///     .hook(Heartbeat::new(Duration::from_secs(15), Duration::from_secs(10)))
+///     .hook(metrics.clone())
 ///     .layer(chain_handshakers!(
 ///         AuthHandshaker::new(|| "secret-token".to_owned()).json(),
 ///         SubscribeHandshaker::new(["trades", "book"]),
-///     ));
+///     ))
+///     .build();
 /// let ws: ReconnectingStream<_, Message> = ReconnectingStream::new(connector);
 /// ```
-pub struct ConnectorBuilder<C, L>
-where
-    L: Layer<C>,
-{
-    state: BuildState<C, L>,
+pub struct ConnectorBuilder<C, L = Identity, H = ()> {
+    inner: C,
+    layers: L,
+    hooks: H,
 }
 
-enum BuildState<C, L: Layer<C>> {
-    Pending { inner: C, layers: L },
-    Built(L::Service),
-    Poisoned,
-}
-
-impl<C> ConnectorBuilder<C, Identity>
-where
-    C: Connect,
-{
+impl<C> ConnectorBuilder<C> {
     /// Starts from the innermost connector (the transport).
     pub fn new(inner: C) -> Self {
         Self {
-            state: BuildState::Pending {
-                inner,
-                layers: Identity::new(),
-            },
+            inner,
+            layers: Identity::new(),
+            hooks: (),
         }
     }
 }
 
-impl<C, L> ConnectorBuilder<C, L>
-where
-    L: Layer<C>,
-{
-    /// Adds a layer inside the ones added before it.
+impl<C, L> ConnectorBuilder<C, L, ()> {
+    /// Adds a layer inside what was added before it.
     ///
     /// # Order
     ///
     /// The first layer added is outermost: it sees outbound messages first and inbound messages last, and
     /// its part of connecting runs after the inner layers' parts. See [the module docs](self).
-    pub fn layer<T>(self, layer: T) -> ConnectorBuilder<C, Stack<T, L>>
+    pub fn layer<T>(self, layer: T) -> ConnectorBuilder<C, Stack<T, L>, ()> {
+        ConnectorBuilder {
+            inner: self.inner,
+            layers: Stack::new(layer, self.layers),
+            hooks: (),
+        }
+    }
+
+    /// Adds a hook inside what was added before it; hooks added one after the other form one group, run by
+    /// one connection wrapper.
+    ///
+    /// # Order
+    ///
+    /// The first hook added is outermost: it sees outbound messages first and inbound messages last. See
+    /// [the module docs](self) and [`hook`](crate::hook).
+    pub fn hook<K>(self, hook: K) -> ConnectorBuilder<C, L, ((), K)> {
+        ConnectorBuilder {
+            inner: self.inner,
+            layers: self.layers,
+            hooks: ((), hook),
+        }
+    }
+
+    /// The connector.
+    pub fn build(self) -> L::Service
     where
-        T: Layer<L::Service>,
-        Stack<T, L>: Layer<C>,
+        L: Layer<C>,
     {
-        match self.state {
-            BuildState::Pending { inner, layers } => ConnectorBuilder {
-                state: BuildState::Pending {
-                    inner,
-                    layers: Stack::new(layer, layers),
-                },
-            },
-            // `layer` takes `self` by value before any `connect`, so these cannot occur.
-            BuildState::Built(_) | BuildState::Poisoned => ConnectorBuilder {
-                state: BuildState::Poisoned,
-            },
-        }
-    }
-
-    /// Applies the layers: the finished connector.
-    pub fn build(self) -> Option<L::Service> {
-        match self.state {
-            BuildState::Pending { inner, layers } => Some(layers.layer(inner)),
-            BuildState::Built(service) => Some(service),
-            BuildState::Poisoned => None,
-        }
+        self.layers.layer(self.inner)
     }
 }
 
-impl<C, L> Connect for ConnectorBuilder<C, L>
-where
-    L: Layer<C>,
-    L::Service: Connect,
-{
-    type Connection = <L::Service as Connect>::Connection;
-    type Error = crate::BoxError;
-    type Future = futures_util::future::Either<
-        MapErr<<L::Service as Connect>::Future>,
-        futures_util::future::Ready<Result<Self::Connection, crate::BoxError>>,
-    >;
+/// The layers of a builder once a pending hook group `H` has become a layer, inside `L`.
+type WithHooks<L, H> = Stack<HooksLayer<H>, L>;
 
-    fn connect(&mut self) -> Self::Future {
-        if let BuildState::Pending { .. } = self.state {
-            if let BuildState::Pending { inner, layers } = std::mem::replace(&mut self.state, BuildState::Poisoned) {
-                self.state = BuildState::Built(layers.layer(inner));
-            }
-        }
-        match &mut self.state {
-            BuildState::Built(service) => futures_util::future::Either::Left(MapErr {
-                inner: service.connect(),
-            }),
-            _ => futures_util::future::Either::Right(futures_util::future::ready(Err(
-                "connector builder is unusable".into()
-            ))),
+/// A builder whose hook group `(A, B)` has become a layer, with `T` added inside it.
+type Flushed<C, L, A, B, T> = ConnectorBuilder<C, Stack<T, WithHooks<L, (A, B)>>, ()>;
+
+impl<C, L, A, B> ConnectorBuilder<C, L, (A, B)> {
+    /// Adds a layer inside what was added before it (the hooks so far become one group, outside it).
+    ///
+    /// # Order
+    ///
+    /// As for the first layer: see [the module docs](self).
+    pub fn layer<T>(self, layer: T) -> Flushed<C, L, A, B, T> {
+        ConnectorBuilder {
+            inner: self.inner,
+            layers: Stack::new(layer, Stack::new(HooksLayer::new(self.hooks), self.layers)),
+            hooks: (),
         }
     }
-}
 
-pin_project_lite::pin_project! {
-    /// The attempt future of a [`ConnectorBuilder`]: the built connector's, with its error boxed.
-    #[derive(Debug)]
-    pub struct MapErr<F> {
-        #[pin]
-        inner: F,
+    /// Adds a hook to the group of hooks added just before it, inside them.
+    ///
+    /// # Order
+    ///
+    /// As for the first hook: see [the module docs](self).
+    pub fn hook<K>(self, hook: K) -> ConnectorBuilder<C, L, ((A, B), K)> {
+        ConnectorBuilder {
+            inner: self.inner,
+            layers: self.layers,
+            hooks: (self.hooks, hook),
+        }
+    }
+
+    /// The connector: the layers, with the last group of hooks innermost.
+    pub fn build(self) -> <WithHooks<L, (A, B)> as Layer<C>>::Service
+    where
+        WithHooks<L, (A, B)>: Layer<C>,
+    {
+        Stack::new(HooksLayer::new(self.hooks), self.layers).layer(self.inner)
     }
 }
 
-impl<F, T, E> std::future::Future for MapErr<F>
-where
-    F: std::future::Future<Output = Result<T, E>>,
-    E: Into<crate::BoxError>,
-{
-    type Output = Result<T, crate::BoxError>;
-
-    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
-        self.project().inner.poll(cx).map_err(Into::into)
-    }
-}
-
-impl<C, L: Layer<C>> fmt::Debug for ConnectorBuilder<C, L> {
+impl<C, L, H> fmt::Debug for ConnectorBuilder<C, L, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match self.state {
-            BuildState::Pending { .. } => "pending",
-            BuildState::Built(_) => "built",
-            BuildState::Poisoned => "poisoned",
-        };
-        f.debug_struct("ConnectorBuilder")
-            .field("state", &state)
-            .finish_non_exhaustive()
+        f.debug_struct("ConnectorBuilder").finish_non_exhaustive()
     }
 }

@@ -15,7 +15,7 @@
 //! use stream_tungstenite::{retry::ExponentialBackoff, ReconnectingStream};
 //!
 //! # futures::executor::block_on(async {
-//! // A connector. Here: an in-memory echo connection; usually a network dial.
+//! // A connector. Here: an in-memory echo connection; usually a `WsConnector`.
 //! let connect = || async {
 //!     let (tx, rx) = futures::channel::mpsc::unbounded::<String>();
 //!     Ok::<_, std::io::Error>(stream_tungstenite::join(rx.map(Ok::<_, std::io::Error>), tx))
@@ -31,14 +31,41 @@
 //! # }).unwrap();
 //! ```
 //!
+//! # Architecture
+//!
+//! ```text
+//!  user code        next() / send()                        WebSocketClient: run(), subscribe(), sender()
+//!                       |                                            | drives one per run
+//!  core             ReconnectingStream: one poll state machine, retry, send queue, events
+//!                       | calls once per attempt (a Connect)
+//!  connector stack  layers (handshakes, your own) and hook groups, built with layer::ConnectorBuilder
+//!                       |
+//!  transport        ws: TCP, TLS, the WebSocket upgrade, and the failure classes of its errors
+//! ```
+//!
+//! Dependencies point down only. The core (`ReconnectingStream`, [`retry`], [`Classify`], [`Event`],
+//! [`Error`], [`time`], [`join`], [`Connect`]) knows no WebSocket and no handshake: a failure's error tells it
+//! what it means through [`Diagnose`].
+//!
 //! # Modules
 //!
-//! - [`retry`]: retry policies (exponential backoff with jitter, fixed, immediate, none, closures).
+//! - [`retry`]: retry policies (exponential backoff with jitter, fixed, immediate, none, closures) and their
+//!   budgets.
 //! - [`time`]: the timer abstraction and a manual clock for tests.
+//! - [`ws`]: WebSocket on any runtime: [`connect`], [`WsConnector`], [`WsConnection`], the failure classes.
+//! - [`layer`]: [`ConnectorBuilder`](layer::ConnectorBuilder), composing a connector from layers and hooks.
+//! - [`hook`]: the [`Hook`](hook::Hook) trait for per-message extensions, and the one wrapper that runs them.
+//! - [`extension`]: the provided hooks: heartbeat, receive timeout, metrics, logging, filters.
+//! - [`handshake`]: application handshakes (auth, subscribe, send a message, chains, closures) as layers.
+//! - [`client`]: [`WebSocketClient`], the high-level client.
+//! - [`prelude`]: the names most programs need.
 //!
 //! # Feature flags
 //!
-//! None yet: the crate builds with no optional features.
+//! - `webpki-roots` (default): trust Mozilla's root certificates (bundled) for `wss://`.
+//! - `native-roots`: trust the operating system's root certificates too.
+//!
+//! TLS is rustls with the `ring` provider either way; certificate verification is always on.
 
 mod classify;
 pub mod client;
@@ -47,9 +74,11 @@ mod error;
 mod event;
 pub mod extension;
 pub mod handshake;
+pub mod hook;
 mod join;
 pub mod layer;
 mod reconnect;
+mod redact;
 pub mod retry;
 pub mod time;
 pub mod ws;
@@ -58,9 +87,9 @@ pub use crate::client::{ClientConfig, ClientError, WebSocketClient};
 pub use crate::ws::{connect, ConnectError, WsConnection, WsConnector};
 pub use async_tungstenite::tungstenite;
 
-pub use crate::classify::{Classification, Classify, DefaultClassifier, RetryAll};
+pub use crate::classify::{Classification, Classify, DefaultClassifier, Diagnose, Diagnosis, RetryAll};
 pub use crate::connect::Connect;
-pub use crate::error::{BoxError, Error, Failure};
+pub use crate::error::{BoxError, ConnectTimeout, DiagnosedError, Error, Failure};
 pub use crate::event::{ConnectionState, Event, Observer};
 pub use crate::join::{join, Join};
 pub use crate::reconnect::{
@@ -74,9 +103,10 @@ pub mod prelude {
         WebSocketClient,
     };
     pub use crate::handshake::{AuthHandshaker, HandshakeError, SubscribeHandshaker};
+    pub use crate::hook::{Hook, Verdict};
     pub use crate::retry::{ExponentialBackoff, FixedDelay, NoRetry, RetryPolicy};
     pub use crate::tungstenite::Message;
-    pub use crate::ws::{ConnectError, ConnectionError};
+    pub use crate::ws::{ConnectError, ConnectionError, WsConnector};
     pub use crate::{connect, ConnectionState, Error, Event, ReconnectingStream};
 }
 

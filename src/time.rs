@@ -1,5 +1,7 @@
 //! Timers without a runtime: the [`Timer`] trait, its default [`AsyncIoTimer`], and a [`ManualClock`] for tests.
 //!
+//! Part of the core; hooks with timers (a heartbeat) take a [`Timer`] too.
+//!
 //! [`ReconnectingStream`](crate::ReconnectingStream) needs a clock for three things: backoff delays, the
 //! per-attempt connect timeout and telling a stable connection from a flapping one. By default these come from
 //! [`async_io::Timer`], which works under every executor. Tests inject a [`ManualClock`] through
@@ -26,6 +28,17 @@ pub trait Timer: Send + Sync {
 
     /// A future that completes once this clock reaches `deadline`.
     fn sleep_until(&self, deadline: Instant) -> Sleep;
+}
+
+/// A shared timer is the timer it shares (so one clock can be handed to a stream and its hooks alike).
+impl<T: Timer + ?Sized> Timer for Arc<T> {
+    fn now(&self) -> Instant {
+        (**self).now()
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Sleep {
+        (**self).sleep_until(deadline)
+    }
 }
 
 /// The default [`Timer`]: real time, with sleeps from [`async_io::Timer`].

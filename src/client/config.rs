@@ -2,43 +2,56 @@
 
 use std::time::Duration;
 
+use crate::{DEFAULT_CLOSE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_QUEUE_CAPACITY, DEFAULT_STABLE_AFTER};
+
+/// The default [`ClientConfig::subscriber_capacity`]: 1024 messages.
+pub const DEFAULT_SUBSCRIBER_CAPACITY: usize = 1024;
+/// The default [`ClientConfig::event_capacity`]: 256 events.
+pub const DEFAULT_EVENT_CAPACITY: usize = 256;
+
 /// Tunables of a [`WebSocketClient`](super::WebSocketClient). Every setter is `with_*`; the defaults are
 /// documented on each field.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct ClientConfig {
     /// Messages buffered per subscriber before the slowest one starts to lag (it is then told how many it
-    /// missed). Default 1024.
+    /// missed). Default [`DEFAULT_SUBSCRIBER_CAPACITY`].
     pub subscriber_capacity: usize,
     /// Bound on outgoing messages waiting while disconnected or busy: up to this many wait in the
     /// [`Sender`](super::Sender)s' queue, and up to this many more (plus one in hand) in the connection's send
-    /// queue, where they are kept until a flush completes. Default 1024.
+    /// queue, where they are kept until a flush completes. Default
+    /// [`DEFAULT_QUEUE_CAPACITY`](crate::DEFAULT_QUEUE_CAPACITY).
     pub send_capacity: usize,
-    /// Events buffered per event subscriber. Default 256.
+    /// Events buffered per event subscriber. Default [`DEFAULT_EVENT_CAPACITY`].
     pub event_capacity: usize,
-    /// No inbound frame for this long means the connection is dead: reconnect. Default: none.
+    /// No inbound frame for this long means the connection is dead: reconnect (a
+    /// [`ReceiveTimeout`](crate::extension::ReceiveTimeout) hook). Default: none.
     pub receive_timeout: Option<Duration>,
-    /// Ping every interval and expect a frame within the timeout. Default: none.
+    /// Ping every interval and expect a frame within the timeout (a [`Heartbeat`](crate::extension::Heartbeat)
+    /// hook). Default: none.
     pub heartbeat: Option<(Duration, Duration)>,
-    /// Per-attempt connect timeout (TCP, TLS, upgrade and handshakes). Default 30 s.
+    /// Per-attempt connect timeout (TCP, TLS, upgrade and handshakes). Default
+    /// [`DEFAULT_CONNECT_TIMEOUT`](crate::DEFAULT_CONNECT_TIMEOUT).
     pub connect_timeout: Duration,
-    /// How long a connection must stay up for the backoff to reset. Default 5 s.
+    /// How long a connection must stay up for the backoff to reset. Default
+    /// [`DEFAULT_STABLE_AFTER`](crate::DEFAULT_STABLE_AFTER).
     pub stable_after: Duration,
-    /// How long a graceful shutdown waits for the server's Close. Default 5 s.
+    /// How long a graceful shutdown waits for the server's Close. Default
+    /// [`DEFAULT_CLOSE_TIMEOUT`](crate::DEFAULT_CLOSE_TIMEOUT).
     pub close_timeout: Duration,
 }
 
 impl Default for ClientConfig {
     fn default() -> Self {
         Self {
-            subscriber_capacity: 1024,
-            send_capacity: 1024,
-            event_capacity: 256,
+            subscriber_capacity: DEFAULT_SUBSCRIBER_CAPACITY,
+            send_capacity: DEFAULT_QUEUE_CAPACITY,
+            event_capacity: DEFAULT_EVENT_CAPACITY,
             receive_timeout: None,
             heartbeat: None,
-            connect_timeout: Duration::from_secs(30),
-            stable_after: Duration::from_secs(5),
-            close_timeout: Duration::from_secs(5),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            stable_after: DEFAULT_STABLE_AFTER,
+            close_timeout: DEFAULT_CLOSE_TIMEOUT,
         }
     }
 }

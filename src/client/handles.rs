@@ -1,42 +1,18 @@
-//! The client's handles: [`Sender`], [`Subscription`], and the [`ClientState`] snapshot.
+//! The client's handles: [`Sender`] and [`Subscription`].
 
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use async_tungstenite::tungstenite::{Bytes, Message};
 use futures_core::Stream;
 use futures_util::future::{self, Either};
 
+use super::error::{ReceiveError, SendError};
 use super::fanout::{self, Recv};
 use crate::time::Timer;
-use crate::ConnectionState;
-
-/// Why a message could not be queued; the message is handed back.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[non_exhaustive]
-pub enum SendError {
-    /// The send queue is full ([`Sender::try_send`]).
-    #[error("the send queue is full")]
-    Full(Message),
-    /// The queue stayed full for the whole timeout ([`Sender::send_timeout`]).
-    #[error("the send queue stayed full for the timeout")]
-    Timeout(Message),
-    /// The client is gone.
-    #[error("the client is gone")]
-    Closed(Message),
-}
-
-impl SendError {
-    /// The message that was not queued.
-    pub fn into_inner(self) -> Message {
-        match self {
-            Self::Full(message) | Self::Timeout(message) | Self::Closed(message) => message,
-        }
-    }
-}
 
 /// A cloneable handle for sending through a [`WebSocketClient`](super::WebSocketClient).
 ///
@@ -146,19 +122,6 @@ impl fmt::Debug for Sender {
     }
 }
 
-/// Why a [`Subscription`] returned no message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ReceiveError {
-    /// This subscriber fell behind and missed this many messages (its buffer is bounded); the next receive
-    /// continues with the oldest message still buffered.
-    #[error("subscriber lagged behind and missed {0} messages")]
-    Lagged(u64),
-    /// The client is gone.
-    #[error("the client is gone")]
-    Closed,
-}
-
 /// A receiver of a client's messages (or events): any number can exist, and a slow one never stalls the
 /// others. Each buffers up to [`ClientConfig::subscriber_capacity`](super::ClientConfig::subscriber_capacity)
 /// items; a subscriber that falls further behind is told how many it missed with [`ReceiveError::Lagged`].
@@ -223,61 +186,5 @@ impl<T: Clone> fmt::Debug for Subscription<T> {
         f.debug_struct("Subscription")
             .field("buffered", &self.rx.len())
             .finish()
-    }
-}
-
-/// Why the last connection ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct DisconnectReason {
-    /// The connection's generation.
-    pub generation: u64,
-    /// The WebSocket close code (the server's, or 1006 for a connection lost without a close handshake).
-    pub close_code: Option<u16>,
-    /// What happened, in words.
-    pub reason: String,
-    /// How long the connection had been up.
-    pub uptime: Duration,
-}
-
-/// A snapshot of a client's state and counters; see [`WebSocketClient::state`](super::WebSocketClient::state).
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct ClientState {
-    /// Where the connection is.
-    pub status: ConnectionState,
-    /// The current or last connection's generation (1 for the first connection of the client).
-    pub generation: u64,
-    /// When the current connection came up.
-    pub connected_at: Option<SystemTime>,
-    /// Successful reconnections: connections after the first one.
-    pub reconnects: u64,
-    /// Connection attempts that failed (including handshake failures).
-    pub failed_attempts: u64,
-    /// Messages handed to the connection for sending.
-    pub messages_sent: u64,
-    /// Messages received.
-    pub messages_received: u64,
-    /// Payload bytes sent.
-    pub bytes_sent: u64,
-    /// Payload bytes received.
-    pub bytes_received: u64,
-    /// The last failure, in words.
-    pub last_error: Option<String>,
-    /// Why the last connection ended.
-    pub last_disconnect: Option<DisconnectReason>,
-    /// Whether `run()` is running.
-    pub running: bool,
-}
-
-impl ClientState {
-    /// Whether a connection is up.
-    pub fn is_connected(&self) -> bool {
-        self.status.is_connected()
-    }
-
-    /// The close code of the last disconnect, if any.
-    pub fn last_close_code(&self) -> Option<u16> {
-        self.last_disconnect.as_ref().and_then(|d| d.close_code)
     }
 }

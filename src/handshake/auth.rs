@@ -6,14 +6,12 @@ use std::time::Duration;
 
 use async_tungstenite::tungstenite::Message;
 
-use super::{handshake_layer, truncate, Handshake, HandshakeError, HandshakeFuture, HandshakeIo, Predicate};
+use super::{handshake_layer, Exchange, HandshakeError, HandshakeIo, Handshaker, Predicate, DEFAULT_HANDSHAKE_TIMEOUT};
+use crate::redact::truncate;
 
 type TokenProvider = Arc<dyn Fn() -> String + Send + Sync>;
 type Builder = Arc<dyn Fn(&str) -> Result<Message, String> + Send + Sync>;
 type Judge = Arc<dyn Fn(&Message) -> Option<Result<(), String>> + Send + Sync>;
-
-/// The default auth timeout: 10 s.
-pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Sends a token on every new connection and waits for the server to accept it.
 ///
@@ -21,8 +19,8 @@ pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// It is sent as plain text by default, as JSON (`{"type":"auth","token":"…"}`, built with serde_json) with
 /// [`json`](Self::json), or as any message a closure builds.
 ///
-/// Success is decided by the reply predicate of [`reply`](Self::reply) (or [`accept_when`](Self::accept_when)
-/// and [`reject_when`](Self::reject_when)): a rejection is fatal and ends the stream at once, without a retry
+/// Success is decided by the reply predicate of [`with_reply`](Self::with_reply) (or [`with_accept`](Self::with_accept)
+/// and [`with_reject`](Self::with_reject)): a rejection is fatal and ends the stream at once, without a retry
 /// loop; messages that are neither are kept for the user. A server that closes the connection during auth with
 /// a close code other than 1001/1005/1006/1011/1012/1013 counts as a rejection. Without a predicate, the
 /// handshake only sends. The token is never logged, nor shown by `Debug`.
@@ -34,8 +32,8 @@ pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 ///
 /// let auth = AuthHandshaker::new(|| std::env::var("FEED_TOKEN").unwrap_or_default())
 ///     .json()
-///     .accept_when(|msg| msg.to_text().is_ok_and(|t| t.contains(r#""type":"auth_ok""#)))
-///     .reject_when(|msg| msg.to_text().is_ok_and(|t| t.contains(r#""type":"auth_failed""#)));
+///     .with_accept(|msg| msg.to_text().is_ok_and(|t| t.contains(r#""type":"auth_ok""#)))
+///     .with_reject(|msg| msg.to_text().is_ok_and(|t| t.contains(r#""type":"auth_failed""#)));
 /// ```
 #[derive(Clone)]
 pub struct AuthHandshaker {
@@ -56,7 +54,7 @@ impl AuthHandshaker {
             judge: None,
             accept: None,
             reject: None,
-            timeout: Some(DEFAULT_AUTH_TIMEOUT),
+            timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
         }
     }
 
@@ -74,42 +72,45 @@ impl AuthHandshaker {
 
     /// Sends `{"type":"auth","token":"<token>"}`, built with serde_json (so the token is escaped properly).
     pub fn json(self) -> Self {
-        self.json_with(|token| serde_json::json!({ "type": "auth", "token": token }))
+        self.with_json(|token| serde_json::json!({ "type": "auth", "token": token }))
     }
 
     /// Sends the JSON `build` makes from the token.
-    pub fn json_with(mut self, build: impl Fn(&str) -> serde_json::Value + Send + Sync + 'static) -> Self {
+    pub fn with_json(mut self, build: impl Fn(&str) -> serde_json::Value + Send + Sync + 'static) -> Self {
         self.build = Arc::new(move |token| Ok(Message::text(build(token).to_string())));
         self
     }
 
     /// Sends the message `build` makes from the token.
-    pub fn message(mut self, build: impl Fn(&str) -> Message + Send + Sync + 'static) -> Self {
+    pub fn with_message(mut self, build: impl Fn(&str) -> Message + Send + Sync + 'static) -> Self {
         self.build = Arc::new(move |token| Ok(build(token)));
         self
     }
 
     /// Decides on replies: `Some(Ok(()))` accepts, `Some(Err(reason))` rejects (fatal), `None` is not the
     /// reply (the message is kept for the user).
-    pub fn reply(mut self, judge: impl Fn(&Message) -> Option<Result<(), String>> + Send + Sync + 'static) -> Self {
+    pub fn with_reply(
+        mut self,
+        judge: impl Fn(&Message) -> Option<Result<(), String>> + Send + Sync + 'static,
+    ) -> Self {
         self.judge = Some(Arc::new(judge));
         self
     }
 
     /// Accepts on the first message for which `accept` is true.
-    pub fn accept_when(mut self, accept: impl Fn(&Message) -> bool + Send + Sync + 'static) -> Self {
+    pub fn with_accept(mut self, accept: impl Fn(&Message) -> bool + Send + Sync + 'static) -> Self {
         self.accept = Some(Arc::new(accept));
         self
     }
 
     /// Rejects (fatally) on the first message for which `reject` is true.
-    pub fn reject_when(mut self, reject: impl Fn(&Message) -> bool + Send + Sync + 'static) -> Self {
+    pub fn with_reject(mut self, reject: impl Fn(&Message) -> bool + Send + Sync + 'static) -> Self {
         self.reject = Some(Arc::new(reject));
         self
     }
 
-    /// Sets the timeout for the whole exchange (default [`DEFAULT_AUTH_TIMEOUT`]); `None` waits forever.
-    pub fn timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+    /// Sets the timeout for the whole exchange (default [`DEFAULT_HANDSHAKE_TIMEOUT`]); `None` waits forever.
+    pub fn with_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.timeout = timeout.into();
         self
     }
@@ -138,8 +139,8 @@ impl AuthHandshaker {
 /// Close codes that mean "try again" rather than "no".
 const TRANSIENT_CLOSE_CODES: [u16; 6] = [1001, 1005, 1006, 1011, 1012, 1013];
 
-impl Handshake for AuthHandshaker {
-    fn handshake<'a>(&'a self, io: &'a mut HandshakeIo<'_>) -> HandshakeFuture<'a> {
+impl Handshaker for AuthHandshaker {
+    fn handshake<'a>(&'a self, io: &'a mut HandshakeIo<'_>) -> Exchange<'a> {
         Box::pin(async move {
             let token = (self.token)();
             let message = (self.build)(&token).map_err(|reason| HandshakeError::Failed {

@@ -3,31 +3,31 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::{handshake_layer, Handshake, HandshakeFuture, HandshakeIo};
+use super::{handshake_layer, Exchange, HandshakeIo, Handshaker};
 
 /// Runs handshakes one after the other on the same connection, each with its own timeout; stops at the
 /// first failure. Built with [`new`](Self::new) and [`then`](Self::then), or the
 /// [`chain_handshakers!`](crate::chain_handshakers) macro.
 #[derive(Clone)]
 pub struct ChainedHandshaker {
-    steps: Vec<Arc<dyn Handshake>>,
+    steps: Vec<Arc<dyn Handshaker>>,
 }
 
 impl ChainedHandshaker {
     /// A chain starting with `first`.
-    pub fn new(first: impl Handshake) -> Self {
+    pub fn new(first: impl Handshaker) -> Self {
         Self {
             steps: vec![Arc::new(first)],
         }
     }
 
     /// A chain of already shared steps (run in order).
-    pub fn from_steps(steps: Vec<Arc<dyn Handshake>>) -> Self {
+    pub fn from_steps(steps: Vec<Arc<dyn Handshaker>>) -> Self {
         Self { steps }
     }
 
     /// Adds `next` after the steps so far.
-    pub fn then(mut self, next: impl Handshake) -> Self {
+    pub fn then(mut self, next: impl Handshaker) -> Self {
         self.steps.push(Arc::new(next));
         self
     }
@@ -43,8 +43,8 @@ impl ChainedHandshaker {
     }
 }
 
-impl Handshake for ChainedHandshaker {
-    fn handshake<'a>(&'a self, io: &'a mut HandshakeIo<'_>) -> HandshakeFuture<'a> {
+impl Handshaker for ChainedHandshaker {
+    fn handshake<'a>(&'a self, io: &'a mut HandshakeIo<'_>) -> Exchange<'a> {
         Box::pin(async move {
             for step in &self.steps {
                 io.run(step.as_ref()).await?;

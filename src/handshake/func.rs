@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Handshake, HandshakeFuture, HandshakeIo};
+use super::{Exchange, HandshakeIo, Handshaker, DEFAULT_HANDSHAKE_TIMEOUT};
 
 /// A handshake made from a closure; built by [`handshake_fn`].
 pub struct FnHandshaker<F> {
@@ -44,28 +44,28 @@ impl<F> Clone for FnHandshaker<F> {
 /// ```
 pub fn handshake_fn<F>(name: impl Into<String>, f: F) -> FnHandshaker<F>
 where
-    F: for<'a, 'c> Fn(&'a mut HandshakeIo<'c>) -> HandshakeFuture<'a> + Send + Sync + 'static,
+    F: for<'a, 'c> Fn(&'a mut HandshakeIo<'c>) -> Exchange<'a> + Send + Sync + 'static,
 {
     FnHandshaker {
         name: name.into(),
         f: Arc::new(f),
-        timeout: Some(Duration::from_secs(10)),
+        timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
     }
 }
 
 impl<F> FnHandshaker<F> {
-    /// Sets the timeout (default 10 s); `None` waits forever.
-    pub fn timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+    /// Sets the timeout (default [`DEFAULT_HANDSHAKE_TIMEOUT`]); `None` waits forever.
+    pub fn with_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.timeout = timeout.into();
         self
     }
 }
 
-impl<F> Handshake for FnHandshaker<F>
+impl<F> Handshaker for FnHandshaker<F>
 where
-    F: for<'a, 'c> Fn(&'a mut HandshakeIo<'c>) -> HandshakeFuture<'a> + Send + Sync + 'static,
+    F: for<'a, 'c> Fn(&'a mut HandshakeIo<'c>) -> Exchange<'a> + Send + Sync + 'static,
 {
-    fn handshake<'a>(&'a self, io: &'a mut HandshakeIo<'_>) -> HandshakeFuture<'a> {
+    fn handshake<'a>(&'a self, io: &'a mut HandshakeIo<'_>) -> Exchange<'a> {
         (self.f)(io)
     }
 
@@ -80,9 +80,9 @@ where
 
 impl<F, C> tower_layer::Layer<C> for FnHandshaker<F>
 where
-    F: for<'a, 'c> Fn(&'a mut HandshakeIo<'c>) -> HandshakeFuture<'a> + Send + Sync + 'static,
+    F: for<'a, 'c> Fn(&'a mut HandshakeIo<'c>) -> Exchange<'a> + Send + Sync + 'static,
 {
-    type Service = super::HandshakeConnector<C, Self>;
+    type Service = super::Handshake<C, Self>;
 
     fn layer(&self, inner: C) -> Self::Service {
         super::HandshakeLayer::new(self.clone()).layer(inner)

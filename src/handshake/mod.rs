@@ -1,24 +1,27 @@
 //! Application handshakes: exchanges run on every new connection before it is handed to the user.
 //!
-//! A [`Handshake`] gets a [`HandshakeIo`] on the fresh connection: it sends, waits for replies that a
-//! predicate accepts, and finishes or fails. Handshakes run inside the connector, so on every (re)connection
-//! they complete before queued messages are flushed and before any inbound message reaches the user, and the
-//! [`Connected`](crate::Event::Connected) event comes after them. Frames a handshake consumes are not
-//! delivered; frames it receives but does not want (data that raced ahead of an acknowledgement, say) are
-//! kept and delivered to the user first.
+//! Sits in the connector stack, between the hooks and the transport (see
+//! [`ConnectorBuilder`](crate::layer::ConnectorBuilder)). A [`Handshaker`] gets a [`HandshakeIo`] on the
+//! fresh connection: it sends, waits for replies that a predicate accepts, and finishes or fails. The
+//! [`Handshake`] connector (made by [`HandshakeLayer`]) runs it inside the attempt, so on every
+//! (re)connection handshakes complete before queued messages are flushed and before any inbound message
+//! reaches the user, and the [`Connected`](crate::Event::Connected) event comes after them. Frames a
+//! handshake consumes are not delivered; frames it receives but does not want (data that raced ahead of an
+//! acknowledgement, say) are kept and delivered to the user first.
 //!
 //! Provided: [`AuthHandshaker`], [`SubscribeHandshaker`], [`SendMessageHandshaker`], closures through
 //! [`handshake_fn`], and [`ChainedHandshaker`] (also through [`chain_handshakers!`](crate::chain_handshakers)).
-//! Each is a [`tower_layer::Layer`]: add it to a [`ConnectorBuilder`](crate::layer::ConnectorBuilder). Wrap
-//! one in a [`HandshakeLayer`] to give it a different clock.
+//! Each is a [`tower_layer::Layer`] itself; wrap one in a [`HandshakeLayer`] to give it a different clock.
 //!
-//! Each handshake has its own timeout. A failure is classified: [`HandshakeError::Rejected`] (the server said
-//! no, e.g. bad credentials) is fatal and ends the stream at once; timeouts and connection errors retry with
-//! backoff.
+//! Each handshake has its own timeout ([`DEFAULT_HANDSHAKE_TIMEOUT`] unless set). A failure is diagnosed as a
+//! handshake failure: [`HandshakeError::Rejected`] (the server said no, e.g. bad credentials) is fatal and
+//! ends the stream at once; timeouts and connection errors retry with backoff.
 
 mod auth;
 mod chain;
+mod error;
 mod func;
+mod layer;
 mod send;
 mod subscribe;
 
@@ -35,31 +38,38 @@ use futures_core::Stream;
 use futures_sink::Sink;
 use futures_util::future::{self, Either};
 use futures_util::{SinkExt, StreamExt};
-use tower_layer::Layer;
 
-pub use self::auth::{AuthHandshaker, DEFAULT_AUTH_TIMEOUT};
+pub use self::auth::AuthHandshaker;
 pub use self::chain::ChainedHandshaker;
+pub use self::error::{AttemptError, HandshakeError};
 pub use self::func::{handshake_fn, FnHandshaker};
+pub use self::layer::{Handshake, HandshakeConnection, HandshakeFuture, HandshakeLayer};
 pub use self::send::SendMessageHandshaker;
-pub use self::subscribe::{SubscribeHandshaker, DEFAULT_SUBSCRIBE_TIMEOUT};
-use crate::error::BoxError;
-use crate::time::{AsyncIoTimer, Timer};
-use crate::Connect;
+pub use self::subscribe::SubscribeHandshaker;
+use crate::error::{BoxError, ConnectTimeout};
+use crate::time::Timer;
+
+/// The default time a handshake may take: 10 s.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A shared predicate on messages.
 pub(crate) type Predicate = Arc<dyn Fn(&Message) -> bool + Send + Sync>;
 
-/// A boxed future borrowing its handshake and I/O: what [`Handshake::handshake`] returns.
-pub type HandshakeFuture<'a> = Pin<Box<dyn Future<Output = Result<(), HandshakeError>> + Send + 'a>>;
+/// A boxed future borrowing its handshaker and I/O: what [`Handshaker::handshake`] returns.
+pub type Exchange<'a> = Pin<Box<dyn Future<Output = Result<(), HandshakeError>> + Send + 'a>>;
 
 /// An exchange run on each new connection.
 ///
 /// Implement [`handshake`](Self::handshake) with `Box::pin(async move { ... })`, using `io` to send and
 /// receive. Return [`HandshakeError::Rejected`] when the server refuses (fatal: no retry), other errors to
 /// retry with backoff.
-pub trait Handshake: Send + Sync + 'static {
+pub trait Handshaker: Send + Sync + 'static {
     /// Runs the exchange.
-    fn handshake<'a>(&'a self, io: &'a mut HandshakeIo<'_>) -> HandshakeFuture<'a>;
+    ///
+    /// # Errors
+    ///
+    /// Why the exchange failed: [`HandshakeError::Rejected`] ends the stream, anything else is retried.
+    fn handshake<'a>(&'a self, io: &'a mut HandshakeIo<'_>) -> Exchange<'a>;
 
     /// A short name for logs and errors (e.g. `"auth"`).
     fn name(&self) -> &str {
@@ -72,76 +82,16 @@ pub trait Handshake: Send + Sync + 'static {
     }
 }
 
-/// Why a handshake failed.
-#[derive(Debug, Clone, thiserror::Error)]
-#[non_exhaustive]
-pub enum HandshakeError {
-    /// The server refused (e.g. bad credentials): fatal, never retried.
-    #[error("{step} handshake rejected: {reason}")]
-    Rejected {
-        /// The handshake.
-        step: String,
-        /// What the server said (truncated).
-        reason: String,
-    },
-    /// No acceptable reply within the handshake's timeout: retried with backoff.
-    #[error("{step} handshake timed out after {after:?}")]
-    Timeout {
-        /// The handshake.
-        step: String,
-        /// The timeout.
-        after: Duration,
-    },
-    /// The connection ended or failed during the handshake: retried with backoff (a server Close with a
-    /// fatal code is fatal).
-    #[error("connection lost during {step} handshake")]
-    ConnectionLost {
-        /// The handshake.
-        step: String,
-        /// The server's close code, if it sent one.
-        close_code: Option<u16>,
-        /// The connection's error, if any.
-        #[source]
-        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
-    },
-    /// The handshake could not build its message (e.g. invalid JSON from a custom builder).
-    #[error("{step} handshake failed: {reason}")]
-    Failed {
-        /// The handshake.
-        step: String,
-        /// Why.
-        reason: String,
-    },
-}
-
-impl HandshakeError {
-    /// Whether this failure is fatal (the server rejected the handshake).
-    pub fn is_fatal(&self) -> bool {
-        match self {
-            Self::Rejected { .. } => true,
-            Self::ConnectionLost {
-                close_code: Some(code), ..
-            } => crate::ws::FATAL_CLOSE_CODES.contains(code),
-            _ => false,
-        }
-    }
-
-    /// A rejection, for use in a handshake.
-    pub fn rejected(step: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self::Rejected {
-            step: step.into(),
-            reason: reason.into(),
-        }
-    }
-}
-
 /// A connection as a handshake sees it: WebSocket messages, boxed errors.
-trait Channel: Stream<Item = Result<Message, BoxError>> + Sink<Message, Error = BoxError> + Send + Unpin {}
+pub(super) trait Channel:
+    Stream<Item = Result<Message, BoxError>> + Sink<Message, Error = BoxError> + Send + Unpin
+{
+}
 
 impl<T> Channel for T where T: Stream<Item = Result<Message, BoxError>> + Sink<Message, Error = BoxError> + Send + Unpin {}
 
 /// Adapts a connection's errors to [`BoxError`].
-struct Boxed<'c, S>(&'c mut S);
+pub(super) struct Boxed<'c, S>(pub(super) &'c mut S);
 
 impl<S, E> Stream for Boxed<'_, S>
 where
@@ -183,10 +133,10 @@ where
 
 /// What a handshake may do on the fresh connection.
 pub struct HandshakeIo<'c> {
-    conn: &'c mut (dyn Channel + 'c),
-    stash: &'c mut VecDeque<Message>,
-    timer: Arc<dyn Timer>,
-    step: String,
+    pub(super) conn: &'c mut (dyn Channel + 'c),
+    pub(super) stash: &'c mut VecDeque<Message>,
+    pub(super) timer: Arc<dyn Timer>,
+    pub(super) step: String,
 }
 
 impl HandshakeIo<'_> {
@@ -247,7 +197,7 @@ impl HandshakeIo<'_> {
     /// # Errors
     ///
     /// The handshake's error, or [`HandshakeError::Timeout`].
-    pub async fn run(&mut self, handshake: &dyn Handshake) -> Result<(), HandshakeError> {
+    pub async fn run(&mut self, handshake: &dyn Handshaker) -> Result<(), HandshakeError> {
         let previous = std::mem::replace(&mut self.step, handshake.name().to_owned());
         let timeout = handshake.timeout();
         let deadline = timeout.and_then(|after| self.timer.now().checked_add(after));
@@ -261,7 +211,9 @@ impl HandshakeIo<'_> {
                     Either::Left((outcome, _)) => outcome,
                     Either::Right(_) => Err(HandshakeError::Timeout {
                         step,
-                        after: timeout.unwrap_or_default(),
+                        source: ConnectTimeout {
+                            after: timeout.unwrap_or_default(),
+                        },
                     }),
                 },
             }
@@ -297,52 +249,11 @@ impl fmt::Debug for HandshakeIo<'_> {
     }
 }
 
-/// Runs a handshake with its own clock: the layer form of any [`Handshake`].
-#[derive(Clone)]
-pub struct HandshakeLayer<H> {
-    handshake: Arc<H>,
-    timer: Arc<dyn Timer>,
-}
-
-impl<H: Handshake> HandshakeLayer<H> {
-    /// Runs `handshake` on every new connection, timing it with async-io.
-    pub fn new(handshake: H) -> Self {
-        Self {
-            handshake: Arc::new(handshake),
-            timer: Arc::new(AsyncIoTimer),
-        }
-    }
-
-    /// Times the handshake with `timer` (for tests: a [`ManualClock`](crate::time::ManualClock)).
-    pub fn with_timer(mut self, timer: impl Timer + 'static) -> Self {
-        self.timer = Arc::new(timer);
-        self
-    }
-}
-
-impl<H> fmt::Debug for HandshakeLayer<H> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HandshakeLayer").finish_non_exhaustive()
-    }
-}
-
-impl<H: Handshake, C> Layer<C> for HandshakeLayer<H> {
-    type Service = HandshakeConnector<C, H>;
-
-    fn layer(&self, inner: C) -> Self::Service {
-        HandshakeConnector {
-            inner,
-            handshake: Arc::clone(&self.handshake),
-            timer: Arc::clone(&self.timer),
-        }
-    }
-}
-
 /// Implements `Layer` for a handshaker type by way of [`HandshakeLayer`].
 macro_rules! handshake_layer {
     ($ty:ty) => {
         impl<C> tower_layer::Layer<C> for $ty {
-            type Service = $crate::handshake::HandshakeConnector<C, $ty>;
+            type Service = $crate::handshake::Handshake<C, $ty>;
 
             fn layer(&self, inner: C) -> Self::Service {
                 $crate::handshake::HandshakeLayer::new(self.clone()).layer(inner)
@@ -351,122 +262,3 @@ macro_rules! handshake_layer {
     };
 }
 pub(crate) use handshake_layer;
-
-/// A connector that runs a handshake on each connection its inner connector makes.
-pub struct HandshakeConnector<C, H> {
-    inner: C,
-    handshake: Arc<H>,
-    timer: Arc<dyn Timer>,
-}
-
-impl<C: fmt::Debug, H> fmt::Debug for HandshakeConnector<C, H> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HandshakeConnector")
-            .field("inner", &self.inner)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<C, H, S, E> Connect for HandshakeConnector<C, H>
-where
-    C: Connect<Connection = S>,
-    C::Future: Send + 'static,
-    H: Handshake,
-    S: Stream<Item = Result<Message, E>> + Sink<Message> + Send + Unpin + 'static,
-    <S as Sink<Message>>::Error: Into<BoxError>,
-    E: Into<BoxError>,
-{
-    type Connection = Handshaken<S>;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Handshaken<S>, BoxError>> + Send>>;
-
-    fn connect(&mut self) -> Self::Future {
-        let attempt = self.inner.connect();
-        let handshake = Arc::clone(&self.handshake);
-        let timer = Arc::clone(&self.timer);
-        Box::pin(async move {
-            let mut conn = attempt.await.map_err(Into::into)?;
-            let mut stash = VecDeque::new();
-            {
-                let mut boxed = Boxed(&mut conn);
-                let mut io = HandshakeIo {
-                    conn: &mut boxed,
-                    stash: &mut stash,
-                    timer,
-                    step: handshake.name().to_owned(),
-                };
-                io.run(&*handshake).await?;
-            }
-            Ok(Handshaken { inner: conn, stash })
-        })
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A connection after its handshakes: delivers the messages they kept, then the connection's.
-    #[derive(Debug)]
-    pub struct Handshaken<S> {
-        #[pin]
-        inner: S,
-        stash: VecDeque<Message>,
-    }
-}
-
-impl<S> Handshaken<S> {
-    /// The connection.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-
-    /// The connection.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-}
-
-impl<S, E> Stream for Handshaken<S>
-where
-    S: Stream<Item = Result<Message, E>>,
-{
-    type Item = Result<Message, E>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.project();
-        if let Some(message) = this.stash.pop_front() {
-            return Poll::Ready(Some(Ok(message)));
-        }
-        this.inner.poll_next(cx)
-    }
-}
-
-impl<S: Sink<Message>> Sink<Message> for Handshaken<S> {
-    type Error = S::Error;
-
-    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.project().inner.poll_ready(cx)
-    }
-
-    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), S::Error> {
-        self.project().inner.start_send(item)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.project().inner.poll_flush(cx)
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.project().inner.poll_close(cx)
-    }
-}
-
-/// Truncates `text` to at most `max` bytes on a char boundary, for error messages and logs.
-pub(crate) fn truncate(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use async_tungstenite::tungstenite::Message;
 
-use super::{handshake_layer, Handshake, HandshakeFuture, HandshakeIo, Predicate};
+use super::{handshake_layer, Exchange, HandshakeIo, Handshaker, Predicate, DEFAULT_HANDSHAKE_TIMEOUT};
 
-/// Sends one message on every new connection; with [`expect_reply`](Self::expect_reply), waits for a reply
+/// Sends one message on every new connection; with [`with_reply`](Self::with_reply), waits for a reply
 /// the predicate accepts (other messages are kept for the user).
 ///
 /// # Examples
@@ -17,7 +17,7 @@ use super::{handshake_layer, Handshake, HandshakeFuture, HandshakeIo, Predicate}
 /// use stream_tungstenite::handshake::SendMessageHandshaker;
 ///
 /// let hello = SendMessageHandshaker::json(serde_json::json!({ "op": "hello", "version": 2 }))
-///     .expect_reply(|msg| msg.to_text().is_ok_and(|t| t.contains("welcome")));
+///     .with_reply(|msg| msg.to_text().is_ok_and(|t| t.contains("welcome")));
 /// ```
 #[derive(Clone)]
 pub struct SendMessageHandshaker {
@@ -32,7 +32,7 @@ impl SendMessageHandshaker {
         Self {
             message,
             reply: None,
-            timeout: Some(Duration::from_secs(10)),
+            timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
         }
     }
 
@@ -47,20 +47,20 @@ impl SendMessageHandshaker {
     }
 
     /// Waits for a message for which `is_reply` is true.
-    pub fn expect_reply(mut self, is_reply: impl Fn(&Message) -> bool + Send + Sync + 'static) -> Self {
+    pub fn with_reply(mut self, is_reply: impl Fn(&Message) -> bool + Send + Sync + 'static) -> Self {
         self.reply = Some(Arc::new(is_reply));
         self
     }
 
-    /// Sets the timeout (default 10 s); `None` waits forever.
-    pub fn timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+    /// Sets the timeout (default [`DEFAULT_HANDSHAKE_TIMEOUT`]); `None` waits forever.
+    pub fn with_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.timeout = timeout.into();
         self
     }
 }
 
-impl Handshake for SendMessageHandshaker {
-    fn handshake<'a>(&'a self, io: &'a mut HandshakeIo<'_>) -> HandshakeFuture<'a> {
+impl Handshaker for SendMessageHandshaker {
+    fn handshake<'a>(&'a self, io: &'a mut HandshakeIo<'_>) -> Exchange<'a> {
         Box::pin(async move {
             io.send(self.message.clone()).await?;
             if let Some(is_reply) = &self.reply {

@@ -6,13 +6,10 @@ use std::time::Duration;
 
 use async_tungstenite::tungstenite::Message;
 
-use super::{handshake_layer, Handshake, HandshakeError, HandshakeFuture, HandshakeIo};
+use super::{handshake_layer, Exchange, HandshakeError, HandshakeIo, Handshaker, DEFAULT_HANDSHAKE_TIMEOUT};
 
 type Builder = Arc<dyn Fn(&str) -> Message + Send + Sync>;
 type Confirm = Arc<dyn Fn(&str, &Message) -> bool + Send + Sync>;
-
-/// The default subscribe timeout (for all confirmations together): 10 s.
-pub const DEFAULT_SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Subscribes to channels on every new connection.
 ///
@@ -27,7 +24,7 @@ pub const DEFAULT_SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// use stream_tungstenite::handshake::SubscribeHandshaker;
 ///
 /// let subscribe = SubscribeHandshaker::new(["trades", "book"])
-///     .confirm_channel(|channel, msg| {
+///     .with_confirm_channel(|channel, msg| {
 ///         msg.to_text().is_ok_and(|t| t.contains("subscribed") && t.contains(channel))
 ///     });
 /// ```
@@ -48,34 +45,34 @@ impl SubscribeHandshaker {
                 Message::text(serde_json::json!({ "type": "subscribe", "channel": channel }).to_string())
             }),
             confirm: None,
-            timeout: Some(DEFAULT_SUBSCRIBE_TIMEOUT),
+            timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
         }
     }
 
     /// Builds each channel's subscribe message.
-    pub fn message(mut self, build: impl Fn(&str) -> Message + Send + Sync + 'static) -> Self {
+    pub fn with_message(mut self, build: impl Fn(&str) -> Message + Send + Sync + 'static) -> Self {
         self.build = Arc::new(build);
         self
     }
 
     /// Builds each channel's subscribe message as JSON.
-    pub fn json_with(self, build: impl Fn(&str) -> serde_json::Value + Send + Sync + 'static) -> Self {
-        self.message(move |channel| Message::text(build(channel).to_string()))
+    pub fn with_json(self, build: impl Fn(&str) -> serde_json::Value + Send + Sync + 'static) -> Self {
+        self.with_message(move |channel| Message::text(build(channel).to_string()))
     }
 
     /// Waits for one message for which `is_ack` is true per channel (in any order).
-    pub fn confirm(self, is_ack: impl Fn(&Message) -> bool + Send + Sync + 'static) -> Self {
-        self.confirm_channel(move |_, message| is_ack(message))
+    pub fn with_confirm(self, is_ack: impl Fn(&Message) -> bool + Send + Sync + 'static) -> Self {
+        self.with_confirm_channel(move |_, message| is_ack(message))
     }
 
     /// Waits until each channel is confirmed by a message for which `confirms(channel, message)` is true.
-    pub fn confirm_channel(mut self, confirms: impl Fn(&str, &Message) -> bool + Send + Sync + 'static) -> Self {
+    pub fn with_confirm_channel(mut self, confirms: impl Fn(&str, &Message) -> bool + Send + Sync + 'static) -> Self {
         self.confirm = Some(Arc::new(confirms));
         self
     }
 
-    /// Sets the one timeout for sending and every confirmation (default [`DEFAULT_SUBSCRIBE_TIMEOUT`]).
-    pub fn timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+    /// Sets the one timeout for sending and every confirmation (default [`DEFAULT_HANDSHAKE_TIMEOUT`]).
+    pub fn with_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.timeout = timeout.into();
         self
     }
@@ -86,8 +83,8 @@ impl SubscribeHandshaker {
     }
 }
 
-impl Handshake for SubscribeHandshaker {
-    fn handshake<'a>(&'a self, io: &'a mut HandshakeIo<'_>) -> HandshakeFuture<'a> {
+impl Handshaker for SubscribeHandshaker {
+    fn handshake<'a>(&'a self, io: &'a mut HandshakeIo<'_>) -> Exchange<'a> {
         Box::pin(async move {
             for channel in &self.channels {
                 io.send((self.build)(channel)).await?;

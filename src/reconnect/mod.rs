@@ -1,9 +1,13 @@
 //! [`ReconnectingStream`]: a `Stream + Sink` that keeps a connection alive.
+//!
+//! The heart of the core. It knows connections only as `Stream + Sink` made by a [`Connect`]or and failures
+//! only through what their errors [diagnose](crate::Diagnose); the WebSocket transport, handshakes and hooks
+//! all sit below it, in the connector.
 
-mod state;
+mod machine;
+mod queue;
 mod waker;
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,9 +19,9 @@ use futures_core::Stream;
 use futures_sink::Sink;
 use pin_project_lite::pin_project;
 
-use self::state::{Core, State, StateProj};
-use self::waker::{Side, WakerSlots};
-use crate::classify::{Classify, DefaultClassifier};
+use self::machine::{Intent, Lifecycle, Settings, State};
+use self::queue::SendQueue;
+use crate::classify::{Classify, DefaultClassifier, Diagnose};
 use crate::error::{BoxError, Error};
 use crate::event::{ConnectionState, Observer, Observers};
 use crate::retry::{ExponentialBackoff, RetryPolicy};
@@ -37,12 +41,14 @@ pin_project! {
     /// A `Stream + Sink` over a connection that is re-made whenever it fails.
     ///
     /// It wraps a connector ([`Connect`]: any `FnMut() -> impl Future<Output = Result<S, E>>` where
-    /// `S: Stream<Item = Result<T, SE>> + Sink<I>`). Reading yields the connection's items; sending queues
-    /// messages and writes them to the current connection. Failures, backoff and re-dialling happen inside,
-    /// reported as [`Event`](crate::Event)s to [observers](Self::with_observer), never as items.
+    /// `S: Stream<Item = Result<T, SE>> + Sink<I> + Unpin`). Reading yields the connection's items; sending
+    /// queues messages and writes them to the current connection. Failures, backoff and re-dialling happen
+    /// inside, reported as [`Event`](crate::Event)s to [observers](Self::with_observer), never as items.
     ///
     /// The state machine is driven by whichever of `poll_next`, `poll_ready`, `poll_flush` and `poll_close` is
-    /// polled; no task is spawned and no runtime is named, so it runs under any executor.
+    /// polled; no task is spawned and no runtime is named, so it runs under any executor. It is `Unpin`. The
+    /// connection must be `Unpin` too (the stream moves it from state to state); box one that is not
+    /// (`Box::pin(conn)`).
     ///
     /// # Contracts
     ///
@@ -61,6 +67,9 @@ pin_project! {
     /// - **Flap-aware backoff.** A connection that drops before it was up for
     ///   [`stable_after`](Self::with_stable_after) counts as a failed attempt, so the backoff keeps growing;
     ///   it resets only after a stable connection.
+    /// - **Failure classes.** Each failure is classified by the [classifier](Self::with_classifier); the default
+    ///   follows what the failure's error [diagnoses](crate::Diagnose) of itself (for WebSocket errors: an HTTP
+    ///   401 is fatal, a 503 with `Retry-After` waits that long, a Close with 1008 is fatal, ...).
     /// - **Close.** `poll_close` flushes the queue to the current connection, closes it, and never reconnects.
     ///   If no connection is up, or it fails while closing, or the [close timeout](Self::with_close_timeout)
     ///   passes, it returns at once with [`Error::Closed`] saying how many messages were not sent.
@@ -92,10 +101,10 @@ pin_project! {
     where
         C: Connect,
     {
-        #[pin]
         state: State<C::Future, C::Connection>,
         connector: C,
-        core: Core<I>,
+        queue: SendQueue<I>,
+        life: Lifecycle,
     }
 }
 
@@ -107,14 +116,11 @@ where
     ///
     /// Nothing is dialled until the stream or sink is first polled.
     pub fn new(connector: C) -> Self {
-        let (wakers, combined) = WakerSlots::new_pair();
         Self {
             state: State::Idle,
             connector,
-            core: Core {
-                queue: VecDeque::new(),
-                unflushed: VecDeque::new(),
-                capacity: DEFAULT_QUEUE_CAPACITY,
+            queue: SendQueue::new(DEFAULT_QUEUE_CAPACITY),
+            life: Lifecycle::new(Settings {
                 policy: Box::new(ExponentialBackoff::default()),
                 classifier: Box::new(DefaultClassifier),
                 observers: Observers::new(),
@@ -122,24 +128,13 @@ where
                 stable_after: DEFAULT_STABLE_AFTER,
                 connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
                 close_timeout: DEFAULT_CLOSE_TIMEOUT,
-                failures: 0,
-                attempts: 0,
-                streak_start: None,
-                generation: 0,
-                connected_at: None,
-                closing: false,
-                close_deadline: None,
-                terminal: None,
-                terminal_yielded: false,
-                wakers,
-                combined,
-            },
+            }),
         }
     }
 
     /// Sets the retry policy, which gives the delay before each attempt (see [`retry`](crate::retry)).
     pub fn with_retry(mut self, policy: impl RetryPolicy + 'static) -> Self {
-        self.core.policy = Box::new(policy);
+        self.life.settings.policy = Box::new(policy);
         self
     }
 
@@ -147,7 +142,7 @@ where
     ///
     /// It bounds the messages queued plus those written but not yet flushed.
     pub fn with_queue_capacity(mut self, capacity: usize) -> Self {
-        self.core.capacity = capacity.max(1);
+        self.queue.set_capacity(capacity);
         self
     }
 
@@ -155,55 +150,56 @@ where
     ///
     /// Only the drop of a stable connection resets the backoff.
     pub fn with_stable_after(mut self, stable_after: Duration) -> Self {
-        self.core.stable_after = stable_after;
+        self.life.settings.stable_after = stable_after;
         self
     }
 
     /// Sets the per-attempt timeout covering the whole connector future (default
-    /// [`DEFAULT_CONNECT_TIMEOUT`]); `None` waits forever.
+    /// [`DEFAULT_CONNECT_TIMEOUT`]); `None` waits forever. When it passes, the attempt fails with
+    /// [`ConnectTimeout`](crate::ConnectTimeout).
     pub fn with_connect_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
-        self.core.connect_timeout = timeout.into();
+        self.life.settings.connect_timeout = timeout.into();
         self
     }
 
     /// Sets the bound on `poll_close` (default [`DEFAULT_CLOSE_TIMEOUT`]).
     pub fn with_close_timeout(mut self, timeout: Duration) -> Self {
-        self.core.close_timeout = timeout;
+        self.life.settings.close_timeout = timeout;
         self
     }
 
-    /// Sets the failure classifier (default [`DefaultClassifier`]: the WebSocket failure classes for this
-    /// crate's and tungstenite's errors, retry for everything else).
+    /// Sets the failure classifier (default [`DefaultClassifier`]: what each failure's error diagnosed of
+    /// itself, retry when it said nothing).
     pub fn with_classifier(mut self, classifier: impl Classify + 'static) -> Self {
-        self.core.classifier = Box::new(classifier);
+        self.life.settings.classifier = Box::new(classifier);
         self
     }
 
     /// Adds an observer that receives every [`Event`](crate::Event). Observers are called in the order added.
     pub fn with_observer(mut self, observer: impl Observer + 'static) -> Self {
-        self.core.observers.push(Box::new(observer));
+        self.life.settings.observers.push(Box::new(observer));
         self
     }
 
     /// Sets the clock for backoff, timeouts and stability (default [`AsyncIoTimer`]).
     pub fn with_timer(mut self, timer: impl Timer + 'static) -> Self {
-        self.core.timer = Arc::new(timer);
+        self.life.settings.timer = Arc::new(timer);
         self
     }
 
     /// Where the stream is in its life.
     pub fn state(&self) -> ConnectionState {
-        self.core.state_of(&self.state)
+        self.view()
     }
 
     /// The generation of the current or last connection: 0 before the first, then one more per connection.
     pub fn generation(&self) -> u64 {
-        self.core.generation
+        self.life.generation
     }
 
     /// Accepted messages not yet flushed to a connection (queued, or written and awaiting a flush).
     pub fn queued(&self) -> usize {
-        self.core.outstanding()
+        self.queue.len()
     }
 
     /// Takes back the messages that are queued and not yet written to a connection, in order.
@@ -211,20 +207,16 @@ where
     /// Once the stream has ended (closed, gave up or fatal) these are all the accepted messages that were not
     /// delivered. For an `Unpin` stream call it as `Pin::new(&mut stream).take_unsent()`.
     pub fn take_unsent(self: Pin<&mut Self>) -> Vec<I> {
-        self.project().core.queue.drain(..).collect()
+        self.project().queue.take_unwritten()
     }
 
     /// Ends the stream at once, without flushing or closing the connection gracefully: the connection is
     /// dropped, nothing reconnects, and every message not known to be flushed (queued, or written but not
     /// flushed) can be taken back with [`take_unsent`](Self::take_unsent). A no-op once the stream has ended.
     pub fn close_now(self: Pin<&mut Self>) {
-        let mut this = self.project();
-        if this.core.terminal.is_none() {
-            this.core.closing = true;
-            let next = this.core.close_now();
-            this.state.set(next);
-            this.core.wakers.wake(waker::Side::Read);
-            this.core.wakers.wake(waker::Side::Write);
+        let this = self.project();
+        if !matches!(*this.state, State::Failed { .. } | State::Ended { .. }) {
+            *this.state = this.life.close_now(this.queue);
         }
     }
 
@@ -237,58 +229,47 @@ where
 impl<C, I, T, SE> Stream for ReconnectingStream<C, I>
 where
     C: Connect,
-    C::Connection: Stream<Item = Result<T, SE>> + Sink<I>,
-    SE: Into<BoxError>,
-    <C::Connection as Sink<I>>::Error: Into<BoxError>,
+    C::Connection: Stream<Item = Result<T, SE>> + Sink<I> + Unpin,
+    SE: Into<BoxError> + Diagnose,
+    <C::Connection as Sink<I>>::Error: Into<BoxError> + Diagnose,
     I: Clone,
 {
     type Item = Result<T, Error>;
 
     #[inline]
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        // Fast path: connected with nothing to write, the common case of a busy reader.
-        let this = self.as_mut().project();
-        if this.core.queue.is_empty() && this.core.unflushed.is_empty() {
-            if let StateProj::Connected { conn } = this.state.project() {
-                match conn.poll_next(cx) {
-                    Poll::Ready(Some(Ok(item))) => return Poll::Ready(Some(Ok(item))),
-                    Poll::Pending => {
-                        self.core.wakers.register(Side::Read, cx.waker());
-                        return Poll::Pending;
-                    }
-                    Poll::Ready(Some(Err(error))) => {
-                        let failure = self.core.read_failure(Some(error.into()));
-                        self.as_mut().fail_connection(failure, Side::Read);
-                    }
-                    Poll::Ready(None) => {
-                        let failure = self.core.read_failure(None);
-                        self.as_mut().fail_connection(failure, Side::Read);
-                    }
-                }
-            }
-        }
-        self.poll_read(cx)
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.drive(cx, Intent::Read)
     }
 }
 
 impl<C, I, T, SE> FusedStream for ReconnectingStream<C, I>
 where
     C: Connect,
-    C::Connection: Stream<Item = Result<T, SE>> + Sink<I>,
-    SE: Into<BoxError>,
-    <C::Connection as Sink<I>>::Error: Into<BoxError>,
+    C::Connection: Stream<Item = Result<T, SE>> + Sink<I> + Unpin,
+    SE: Into<BoxError> + Diagnose,
+    <C::Connection as Sink<I>>::Error: Into<BoxError> + Diagnose,
     I: Clone,
 {
     fn is_terminated(&self) -> bool {
-        self.state().is_ended() && self.core.terminal_yielded
+        matches!(self.state, State::Ended { .. })
     }
 }
 
-impl<C, I> Sink<I> for ReconnectingStream<C, I>
+/// The sink's outcome from [`drive`](ReconnectingStream::drive)'s: `None` is done.
+fn sink_outcome<T>(poll: Poll<Option<Result<T, Error>>>) -> Poll<Result<(), Error>> {
+    match poll {
+        Poll::Ready(Some(Err(error))) => Poll::Ready(Err(error)),
+        Poll::Ready(_) => Poll::Ready(Ok(())),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+impl<C, I, T, SE> Sink<I> for ReconnectingStream<C, I>
 where
     C: Connect,
-    C::Connection: Sink<I>,
-    <C::Connection as Sink<I>>::Error: Into<BoxError>,
+    C::Connection: Stream<Item = Result<T, SE>> + Sink<I> + Unpin,
+    SE: Into<BoxError> + Diagnose,
+    <C::Connection as Sink<I>>::Error: Into<BoxError> + Diagnose,
     I: Clone,
 {
     type Error = Error;
@@ -298,23 +279,8 @@ where
     /// # Errors
     ///
     /// Once the stream has ended: [`Error::Closed`], [`Error::GaveUp`] or [`Error::Fatal`].
-    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        if self.state().is_ended() {
-            return Poll::Ready(Err(self.core.sink_error()));
-        }
-        if self.core.has_room() {
-            if let ConnectionState::Idle = self.state() {
-                // Lazy start: begin dialling now.
-                let _ = self.as_mut().poll_connection(cx, Side::Write);
-            }
-            return Poll::Ready(Ok(()));
-        }
-        match self.as_mut().poll_flush_queue(cx) {
-            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
-            Poll::Pending if self.core.has_room() => Poll::Ready(Ok(())),
-            Poll::Pending => Poll::Pending,
-        }
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        sink_outcome(self.drive(cx, Intent::Ready))
     }
 
     /// Queues `item`. It is never dropped: if the stream has ended it is kept for
@@ -325,7 +291,7 @@ where
     /// None: accepting a message cannot fail. (Call `poll_ready` first; without it the queue may exceed its
     /// capacity by the messages sent without it.)
     fn start_send(self: Pin<&mut Self>, item: I) -> Result<(), Error> {
-        self.project().core.queue.push_back(item);
+        self.project().queue.push(item);
         Ok(())
     }
 
@@ -336,17 +302,8 @@ where
     /// # Errors
     ///
     /// Once the stream has ended: [`Error::Closed`], [`Error::GaveUp`] or [`Error::Fatal`].
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        if self.core.outstanding() == 0 && !self.state().is_connected() {
-            if self.state().is_ended() {
-                return Poll::Ready(Err(self.core.sink_error()));
-            }
-            if let ConnectionState::Idle = self.state() {
-                let _ = self.as_mut().poll_connection(cx, Side::Write);
-            }
-            return Poll::Ready(Ok(()));
-        }
-        self.poll_flush_queue(cx)
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        sink_outcome(self.drive(cx, Intent::Flush))
     }
 
     /// Flushes the queue to the current connection, closes it and ends the stream; never reconnects.
@@ -357,7 +314,7 @@ where
     /// failed while closing, or the close timeout passed). They can be taken back with
     /// [`take_unsent`](Self::take_unsent).
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.poll_shutdown(cx)
+        sink_outcome(self.drive(cx, Intent::Close))
     }
 }
 
@@ -368,11 +325,11 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReconnectingStream")
             .field("state", &self.state())
-            .field("generation", &self.core.generation)
-            .field("queued", &self.core.outstanding())
-            .field("capacity", &self.core.capacity)
-            .field("failures", &self.core.failures)
-            .field("observers", &self.core.observers)
+            .field("generation", &self.life.generation)
+            .field("queued", &self.queue.len())
+            .field("capacity", &self.queue.capacity())
+            .field("failures", &self.life.failures)
+            .field("observers", &self.life.settings.observers)
             .finish_non_exhaustive()
     }
 }

@@ -57,8 +57,15 @@ impl Wake for WakerSlots {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        WakerSlots::wake(self, Side::Read);
-        WakerSlots::wake(self, Side::Write);
+        let take = |slot: &Mutex<Option<Waker>>| slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let (reader, writer) = (take(&self.read), take(&self.write));
+        // One task polling both halves (the usual case) is woken once.
+        if let Some(writer) = writer.filter(|writer| !reader.as_ref().is_some_and(|reader| reader.will_wake(writer))) {
+            writer.wake();
+        }
+        if let Some(reader) = reader {
+            reader.wake();
+        }
     }
 }
 

@@ -75,8 +75,7 @@ impl WsConnection {
     /// A client connection over `stream`, on which the WebSocket upgrade has already been done: by a handshake
     /// of your own, or over a byte stream this crate does not dial (a Unix socket, an in-memory pipe).
     /// [`connect`](crate::connect) and [`WsConnector`](super::WsConnector) make connections over TCP and TLS
-    /// themselves. The stream is boxed ([`MaybeTlsStream::Other`]); reads and writes go through it a buffer
-    /// at a time, not per message.
+    /// themselves. The stream is boxed; reads and writes go through it a buffer at a time, not per message.
     pub fn from_raw_socket<S>(stream: S, config: WebSocketConfig) -> Self
     where
         S: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static,
@@ -90,9 +89,10 @@ impl WsConnection {
         self.protocol.as_deref()
     }
 
-    /// The transport: the TCP or TLS stream under the WebSocket.
-    pub fn transport(&self) -> &Transport {
-        &self.ws.get_ref().transport
+    /// The TCP socket under the WebSocket (under TLS for `wss://`); `None` for a connection made with
+    /// [`from_raw_socket`](Self::from_raw_socket).
+    pub fn tcp_stream(&self) -> Option<&std::net::TcpStream> {
+        self.ws.get_ref().transport.tcp().map(|tcp| tcp.get_ref())
     }
 
     /// The WebSocket configuration (limits and buffer sizes) of this connection.

@@ -20,14 +20,14 @@ use tracing::debug;
 use super::connection::WsConnection;
 use super::error::ConnectError;
 use super::transport::{self, MaybeTlsStream, Target, TcpOptions, Transport};
+use crate::error::ConnectTimeout;
+use crate::redact::redact_url;
 use crate::Connect;
 
 /// The default read buffer per connection: 32 KiB (tungstenite's own default is 128 KiB, zero-filled on the
 /// first read: most of an idle connection's memory). A busy connection reads ahead up to 96 KiB per system
-/// call into a buffer of its own, freed as soon as the socket has nothing more (see [`Transport`]), so it
-/// reads as fast as with a large buffer while an idle one keeps only these 32 KiB.
-///
-/// [`Transport`]: super::Transport
+/// call into a buffer of its own, freed as soon as the socket has nothing more, so it reads as fast as with a
+/// large buffer while an idle one keeps only these 32 KiB.
 pub const DEFAULT_READ_BUFFER: usize = 32 * 1024;
 
 /// Opens a WebSocket connection: TCP (async-io, `TCP_NODELAY`), TLS for `wss://` (rustls, default roots),
@@ -44,6 +44,11 @@ pub const DEFAULT_READ_BUFFER: usize = 32 * 1024;
 /// use stream_tungstenite::{retry::ExponentialBackoff, tungstenite::Message, ReconnectingStream};
 ///
 /// # async fn run() -> Result<(), stream_tungstenite::Error> {
+/// // Once:
+/// let mut conn = stream_tungstenite::connect("wss://example.com/feed").await.expect("connected");
+/// conn.send(Message::text("hello")).await.expect("sent");
+///
+/// // Kept alive: a closure (or a `WsConnector`) as the connector.
 /// let url = "wss://example.com/feed";
 /// let mut ws = ReconnectingStream::new(move || stream_tungstenite::connect(url))
 ///     .with_retry(ExponentialBackoff::new(Duration::from_millis(100), Duration::from_secs(30)));
@@ -56,7 +61,8 @@ pub const DEFAULT_READ_BUFFER: usize = 32 * 1024;
 ///
 /// # Errors
 ///
-/// A [`ConnectError`] saying which step failed; [`ConnectError::is_retryable`] classifies it.
+/// A [`ConnectError`] saying which step failed; it diagnoses its own failure class
+/// ([`ConnectError::is_retryable`], [`ConnectError::retry_after`]), which a reconnecting stream follows.
 pub async fn connect<R>(request: R) -> Result<WsConnection, ConnectError>
 where
     R: IntoClientRequest + Unpin,
@@ -108,7 +114,7 @@ async fn dial(request: Request, settings: &Settings) -> Result<WsConnection, Con
             futures_util::pin_mut!(attempt);
             match future::select(attempt, timer).await {
                 Either::Left((outcome, _)) => outcome,
-                Either::Right(_) => Err(ConnectError::Timeout(timeout)),
+                Either::Right(_) => Err(ConnectError::Timeout(ConnectTimeout { after: timeout })),
             }
         }
     }
@@ -133,7 +139,7 @@ async fn dial_inner(request: Request, settings: &Settings) -> Result<WsConnectio
     let (ws, response) =
         async_tungstenite::client_async_with_config(request, Transport::new(stream), Some(settings.ws_config))
             .await
-            .map_err(ConnectError::from_handshake)?;
+            .map_err(ConnectError::from_upgrade)?;
     // A fresh WebSocket over the same bytes: its read buffer has the configured size for good (see
     // `Transport`); the handshake read nothing past the response head, so nothing is left behind.
     let transport = ws.into_inner().upgraded();
@@ -167,14 +173,14 @@ enum Urls {
 /// use stream_tungstenite::{tungstenite::Message, ws::WsConnector, ReconnectingStream};
 ///
 /// let connector = WsConnector::builder("wss://a.example.com/feed")
-///     .endpoint("wss://b.example.com/feed")
-///     .header_provider(|| {
+///     .with_endpoint("wss://b.example.com/feed")
+///     .with_header_provider(|| {
 ///         let mut headers = stream_tungstenite::tungstenite::http::HeaderMap::new();
 ///         headers.insert("authorization", "Bearer fresh-token".parse().unwrap());
 ///         headers
 ///     })
-///     .subprotocol("v2.feed")
-///     .connect_timeout(Duration::from_secs(10))
+///     .with_subprotocol("v2.feed")
+///     .with_connect_timeout(Duration::from_secs(10))
 ///     .build();
 /// let ws: ReconnectingStream<_, Message> = ReconnectingStream::new(connector);
 /// ```
@@ -260,14 +266,14 @@ impl WsConnector {
 }
 
 /// The attempt future of a [`WsConnector`].
-pub type ConnectFuture = Pin<Box<dyn Future<Output = Result<WsConnection, ConnectError>> + Send>>;
+pub type WsConnectorFuture = Pin<Box<dyn Future<Output = Result<WsConnection, ConnectError>> + Send>>;
 
 impl Connect for WsConnector {
     type Connection = WsConnection;
     type Error = ConnectError;
-    type Future = ConnectFuture;
+    type Future = WsConnectorFuture;
 
-    fn connect(&mut self) -> ConnectFuture {
+    fn connect(&mut self) -> WsConnectorFuture {
         let request = self.request();
         let settings = self.settings.clone();
         let rotate = match &self.urls {
@@ -308,24 +314,6 @@ impl fmt::Debug for WsConnector {
     }
 }
 
-/// `url` with its query and user info hidden: they may carry credentials (`?token=…`, `user:pass@`).
-pub(crate) fn redact_url(url: &str) -> String {
-    let without_query = match url.find(['?', '#']) {
-        Some(at) => format!("{}?<redacted>", &url[..at]),
-        None => url.to_owned(),
-    };
-    match (without_query.find("://"), without_query.find('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!(
-                "{}://<redacted>@{}",
-                &without_query[..scheme_end],
-                &without_query[at + 1..]
-            )
-        }
-        _ => without_query,
-    }
-}
-
 /// Builds a [`WsConnector`]; made by [`WsConnector::builder`].
 #[derive(Debug)]
 pub struct WsConnectorBuilder {
@@ -335,7 +323,7 @@ pub struct WsConnectorBuilder {
 
 impl WsConnectorBuilder {
     /// Adds a fallback endpoint: after a failed attempt the next endpoint is tried, in a ring.
-    pub fn endpoint(mut self, url: impl Into<String>) -> Self {
+    pub fn with_endpoint(mut self, url: impl Into<String>) -> Self {
         match &mut self.connector.urls {
             Urls::Endpoints(urls) => urls.push(url.into()),
             Urls::Provider(_) => self.connector.urls = Urls::Endpoints(vec![url.into()]),
@@ -348,7 +336,7 @@ impl WsConnectorBuilder {
     /// # Panics
     ///
     /// Never: an invalid name or value is logged and skipped.
-    pub fn header(mut self, name: &str, value: &str) -> Self {
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
         match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
             (Ok(name), Ok(value)) => {
                 self.connector.headers.insert(name, value);
@@ -360,45 +348,45 @@ impl WsConnectorBuilder {
 
     /// Sets a provider called on every attempt for extra headers, so a refreshed token is used on the next
     /// dial. Its headers replace static ones of the same name.
-    pub fn header_provider(mut self, provider: impl Fn() -> HeaderMap + Send + Sync + 'static) -> Self {
+    pub fn with_header_provider(mut self, provider: impl Fn() -> HeaderMap + Send + Sync + 'static) -> Self {
         self.connector.header_provider = Some(Arc::new(provider));
         self
     }
 
     /// Adds a subprotocol to offer (`Sec-WebSocket-Protocol`).
-    pub fn subprotocol(mut self, protocol: impl Into<String>) -> Self {
+    pub fn with_subprotocol(mut self, protocol: impl Into<String>) -> Self {
         self.connector.subprotocols.push(protocol.into());
         self
     }
 
     /// Sets tungstenite's limits and buffer sizes. The default is tungstenite's, with a
     /// [`DEFAULT_READ_BUFFER`] read buffer; message (64 MiB) and frame (16 MiB) limits are on.
-    pub fn websocket_config(mut self, config: WebSocketConfig) -> Self {
+    pub fn with_websocket_config(mut self, config: WebSocketConfig) -> Self {
         self.connector.settings.ws_config = config;
         self
     }
 
-    /// Sets a timeout for one attempt (DNS, TCP, TLS and upgrade); `ConnectError::Timeout` when it passes.
+    /// Sets a timeout for one attempt (DNS, TCP, TLS and upgrade); [`ConnectError::Timeout`] when it passes.
     /// None by default: `ReconnectingStream`'s per-attempt timeout covers the attempt.
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
         self.connector.settings.connect_timeout = Some(timeout);
         self
     }
 
     /// Enables TCP keepalive probes after `idle` without traffic (off by default).
-    pub fn tcp_keepalive(mut self, idle: Duration) -> Self {
+    pub fn with_tcp_keepalive(mut self, idle: Duration) -> Self {
         self.connector.settings.tcp.keepalive = Some(idle);
         self
     }
 
     /// Sets `TCP_NODELAY` (on by default).
-    pub fn tcp_nodelay(mut self, nodelay: bool) -> Self {
+    pub fn with_tcp_nodelay(mut self, nodelay: bool) -> Self {
         self.connector.settings.tcp.nodelay = nodelay;
         self
     }
 
     /// Trusts `certificate` (DER) as a root, in addition to the default roots.
-    pub fn add_root_certificate(mut self, certificate: CertificateDer<'static>) -> Self {
+    pub fn with_root_certificate(mut self, certificate: CertificateDer<'static>) -> Self {
         let roots = self.roots.get_or_insert_with(transport::default_roots);
         if let Err(error) = roots.add(certificate) {
             tracing::warn!(%error, "root certificate skipped");
@@ -407,8 +395,8 @@ impl WsConnectorBuilder {
     }
 
     /// Uses this rustls configuration for `wss://` (replacing the roots added with
-    /// [`add_root_certificate`](Self::add_root_certificate)).
-    pub fn rustls_config(mut self, config: Arc<ClientConfig>) -> Self {
+    /// [`with_root_certificate`](Self::with_root_certificate)).
+    pub fn with_rustls_config(mut self, config: Arc<ClientConfig>) -> Self {
         self.roots = None;
         self.connector.settings.tls = Some(config);
         self
@@ -433,16 +421,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_are_shown_without_credentials() {
-        assert_eq!(redact_url("wss://example.com/feed"), "wss://example.com/feed");
-        assert_eq!(
-            redact_url("wss://example.com/feed?token=s3cret"),
-            "wss://example.com/feed?<redacted>"
-        );
-        assert_eq!(
-            redact_url("wss://user:pw@example.com/"),
-            "wss://<redacted>@example.com/"
-        );
+    fn a_connector_is_shown_without_credentials() {
         let debug = format!("{:?}", WsConnector::new("ws://u:p@127.0.0.1:1/x?token=s3cret"));
         assert!(!debug.contains("s3cret") && !debug.contains("u:p"), "{debug}");
     }

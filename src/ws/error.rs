@@ -1,4 +1,5 @@
-//! WebSocket errors: [`ConnectError`] for a failed attempt, [`ConnectionError`] for a lost connection.
+//! WebSocket errors: [`ConnectError`] for a failed attempt, [`ConnectionError`] for a lost connection. How
+//! each is classified is in the [`diagnose`](super::diagnose) module.
 
 use std::io;
 use std::net::SocketAddr;
@@ -6,14 +7,17 @@ use std::time::Duration;
 
 use async_tungstenite::tungstenite;
 
+use crate::error::ConnectTimeout;
+
 /// Why a WebSocket connection attempt failed.
 ///
-/// Each variant is classified as DESIGN's failure classes say: see [`is_retryable`](Self::is_retryable).
+/// Each variant diagnoses its own failure class: see [`is_retryable`](Self::is_retryable) and
+/// [`retry_after`](Self::retry_after).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
     /// The URL or request is not a valid `ws://` or `wss://` target. Fatal.
-    #[error("invalid websocket url {url:?}: {reason}")]
+    #[error("invalid URL {url:?}: {reason}")]
     InvalidUrl {
         /// The URL as given, with its query and user info hidden (they may carry credentials).
         url: String,
@@ -61,24 +65,24 @@ pub enum ConnectError {
         /// The start of the response body, if any (at most 1 KiB, lossy UTF-8).
         body: Option<String>,
     },
-    /// The attempt did not finish in time. Retried.
-    #[error("connect timed out after {0:?}")]
-    Timeout(Duration),
-    /// The WebSocket handshake failed for another reason (bad response, protocol error, I/O). Retried.
-    #[error("websocket handshake failed")]
-    Handshake(#[source] tungstenite::Error),
+    /// The attempt did not finish within the connector's own timeout. Retried.
+    #[error("{0}")]
+    Timeout(#[source] ConnectTimeout),
+    /// The HTTP upgrade failed for another reason (bad response, protocol error, I/O). Retried.
+    #[error("websocket upgrade failed")]
+    Upgrade(#[source] tungstenite::Error),
 }
 
 impl ConnectError {
-    /// Whether retrying may help (DESIGN contract 7). `false` for invalid URLs, certificate errors and
-    /// HTTP 4xx other than 408 and 429.
+    /// Whether retrying may help: `false` for invalid URLs, certificate errors and HTTP 4xx other than 408
+    /// and 429.
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::InvalidUrl { .. } => false,
             Self::Tls { .. } => !self.is_certificate_error(),
             Self::Rejected { status, .. } => status_is_retryable(*status),
-            Self::Handshake(tungstenite::Error::Url(_)) => false,
-            Self::Dns { .. } | Self::Tcp { .. } | Self::Timeout(_) | Self::Handshake(_) => true,
+            Self::Upgrade(tungstenite::Error::Url(_)) => false,
+            Self::Dns { .. } | Self::Tcp { .. } | Self::Timeout(_) | Self::Upgrade(_) => true,
         }
     }
 
@@ -110,17 +114,12 @@ impl ConnectError {
         }
     }
 
-    /// Turns a tungstenite handshake error into the matching variant (rejections keep status and
+    /// Turns a tungstenite upgrade error into the matching variant (rejections keep status and
     /// `Retry-After`).
-    pub(crate) fn from_handshake(error: tungstenite::Error) -> Self {
+    pub(crate) fn from_upgrade(error: tungstenite::Error) -> Self {
         match error {
             tungstenite::Error::Http(response) => {
-                let retry_after = response
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|value| value.to_str().ok())
-                    .and_then(|value| value.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
+                let retry_after = super::diagnose::retry_after(&response);
                 let body = response.body().as_ref().map(|body| {
                     let end = body.len().min(1024);
                     String::from_utf8_lossy(&body[..end]).into_owned()
@@ -131,7 +130,7 @@ impl ConnectError {
                     body,
                 }
             }
-            other => Self::Handshake(other),
+            other => Self::Upgrade(other),
         }
     }
 }
@@ -176,16 +175,25 @@ impl ConnectionError {
     /// The close code: the server's for [`Closed`](Self::Closed), 1006 (abnormal closure) for a connection
     /// lost without a close handshake, 1009 for a message over the size limit, 1002 for a protocol violation.
     pub fn close_code(&self) -> Option<u16> {
-        use tungstenite::error::{CapacityError, ProtocolError};
         match self {
             Self::Closed { code, .. } => Some(*code),
-            Self::Protocol(tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake))
-            | Self::Protocol(tungstenite::Error::Io(_))
-            | Self::Protocol(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => Some(1006),
-            Self::Protocol(tungstenite::Error::Capacity(CapacityError::MessageTooLong { .. })) => Some(1009),
-            Self::Protocol(tungstenite::Error::Protocol(_)) => Some(1002),
-            Self::Protocol(tungstenite::Error::Utf8(_)) => Some(1007),
-            Self::Protocol(_) => None,
+            Self::Protocol(error) => Self::close_code_of(error),
+        }
+    }
+
+    /// The close code that names a tungstenite error: 1006 for a connection lost without a close handshake,
+    /// 1009 for a message over the limit, 1002 for a protocol violation, 1007 for invalid UTF-8.
+    pub(crate) fn close_code_of(error: &tungstenite::Error) -> Option<u16> {
+        use tungstenite::error::{CapacityError, ProtocolError};
+        match error {
+            tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)
+            | tungstenite::Error::Io(_)
+            | tungstenite::Error::ConnectionClosed
+            | tungstenite::Error::AlreadyClosed => Some(1006),
+            tungstenite::Error::Capacity(CapacityError::MessageTooLong { .. }) => Some(1009),
+            tungstenite::Error::Protocol(_) => Some(1002),
+            tungstenite::Error::Utf8(_) => Some(1007),
+            _ => None,
         }
     }
 }

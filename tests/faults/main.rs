@@ -9,14 +9,8 @@
 //! time: timing bounds and the CPU measurement of one test must not be disturbed by another. Figures are
 //! printed; see them with `cargo test --test faults -- --nocapture`.
 
-#[path = "../support/lockstep.rs"]
-mod lockstep;
-#[path = "../support/proxy.rs"]
-mod proxy;
-#[path = "../support/serial.rs"]
-mod serial;
-#[path = "../support/server.rs"]
-mod server;
+#[path = "../support/mod.rs"]
+mod support;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -27,13 +21,14 @@ use std::time::{Duration, Instant};
 use async_io::Timer;
 use futures::future::{select, Either};
 use futures::{SinkExt, StreamExt};
-use proxy::{Cut, Direction, Proxy};
-use serial::{ms, serial};
-use stream_tungstenite::extension::{HeartbeatLayer, HeartbeatTimeout};
+use stream_tungstenite::extension::{Heartbeat, LivenessTimeout};
 use stream_tungstenite::layer::ConnectorBuilder;
 use stream_tungstenite::retry::{ExponentialBackoff, Jitter, RetryContext, RetryPolicy};
 use stream_tungstenite::tungstenite::Message;
 use stream_tungstenite::{connect, Event, ReconnectingStream};
+use support::proxy::{Cut, Direction, Proxy};
+use support::serial::{ms, serial};
+use support::{lockstep, server};
 
 /// Every event with the instant it was observed.
 #[derive(Clone, Default)]
@@ -247,7 +242,7 @@ fn flapping_connection_keeps_order_and_loses_nothing() {
     let generation = Arc::new(AtomicU64::new(0));
     let seen = Arc::clone(&generation);
     let mut ws = ReconnectingStream::new(move || connect(url.clone()))
-        .with_retry(ExponentialBackoff::new(ms(1), ms(10)).seed(1))
+        .with_retry(ExponentialBackoff::new(ms(1), ms(10)).with_seed(1))
         .with_observer(observer)
         .with_observer(timeline.observer())
         .with_observer(move |event: &Event| {
@@ -260,7 +255,7 @@ fn flapping_connection_keeps_order_and_loses_nothing() {
     let (stats, numbers, resent) = std::thread::scope(|scope| {
         let cutter = scope.spawn(|| cut_loop(&proxy, &generation, &done));
         let (mut numbers, mut resent) = (0, 0);
-        async_io::block_on(async {
+        support::block_on(async {
             while !done.load(Ordering::SeqCst) {
                 let exchange = lockstep::echo_numbers(&mut ws, |w| w.generation(), &mut connected, BATCH, "flap").await;
                 assert_eq!(
@@ -317,13 +312,15 @@ fn half_open_connection_is_detected_by_heartbeat() {
     let url = proxy.url();
     let timeline = Timeline::default();
     let (observer, mut connected) = lockstep::connected_channel();
-    let connector = ConnectorBuilder::new(move || connect(url.clone())).layer(HeartbeatLayer::new(INTERVAL, TIMEOUT));
+    let connector = ConnectorBuilder::new(move || connect(url.clone()))
+        .hook(Heartbeat::new(INTERVAL, TIMEOUT))
+        .build();
     let mut ws: ReconnectingStream<_, Message> = ReconnectingStream::new(connector)
-        .with_retry(ExponentialBackoff::new(ms(20), ms(200)).jitter(Jitter::None))
+        .with_retry(ExponentialBackoff::new(ms(20), ms(200)).with_jitter(Jitter::None))
         .with_observer(observer)
         .with_observer(timeline.observer());
 
-    let stall_at = async_io::block_on(async {
+    let stall_at = support::block_on(async {
         ws.send(Message::text("hello")).await.unwrap();
         assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hello"));
         // Idle but read for over three intervals: the pings are answered (their pongs surface as items) and
@@ -372,9 +369,9 @@ fn half_open_connection_is_detected_by_heartbeat() {
         })
         .expect("a Disconnected event for generation 1");
     let heartbeat = reason
-        .downcast_ref::<HeartbeatTimeout>()
-        .unwrap_or_else(|| panic!("disconnect reason is not a HeartbeatTimeout: {reason:?}"));
-    assert_eq!(heartbeat.timeout, TIMEOUT);
+        .downcast_ref::<LivenessTimeout>()
+        .unwrap_or_else(|| panic!("disconnect reason is not a LivenessTimeout: {reason:?}"));
+    assert_eq!(heartbeat.after, TIMEOUT);
     let detection = detected_at - stall_at;
     // The same figure from the event alone: the connection's uptime minus its age when the stall began.
     let from_uptime = uptime.saturating_sub(stall_at - connected_at);
@@ -395,7 +392,7 @@ fn half_open_connection_is_detected_by_heartbeat() {
 
     // Resuming flushes the held bytes into a path the client has abandoned; the new connection is unaffected.
     proxy.resume();
-    async_io::block_on(async {
+    support::block_on(async {
         ws.send(Message::text("after")).await.unwrap();
         assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("after"));
     });
@@ -420,7 +417,7 @@ fn refused_then_available_follows_backoff_without_spinning() {
     let proxy = Proxy::start(server.addr);
     let url = proxy.url();
     let timeline = Timeline::default();
-    let policy = ExponentialBackoff::new(ms(50), ms(400)).jitter(Jitter::None);
+    let policy = ExponentialBackoff::new(ms(50), ms(400)).with_jitter(Jitter::None);
     let mut ws = ReconnectingStream::new(move || connect(url.clone()))
         .with_retry(policy.clone())
         .with_observer(timeline.observer());
@@ -428,7 +425,7 @@ fn refused_then_available_follows_backoff_without_spinning() {
     let cpu_before = cpu_ticks();
     let start = Instant::now();
     let opens_at = proxy.refuse_for(REFUSE);
-    async_io::block_on(async {
+    support::block_on(async {
         // `send` completes once the message is flushed to a connection: it drives the retries.
         ws.send(Message::text("first")).await.unwrap();
     });
@@ -439,7 +436,7 @@ fn refused_then_available_follows_backoff_without_spinning() {
         .find_map(|(at, e)| matches!(e, Event::Connected { .. }).then_some(*at))
         .unwrap();
     let waited = connected_at - start;
-    async_io::block_on(async {
+    support::block_on(async {
         assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("first"));
     });
 
@@ -488,13 +485,13 @@ fn accept_then_close_backs_off_instead_of_hammering() {
     });
     let url = server.url();
     let timeline = Timeline::default();
-    let policy = ExponentialBackoff::new(ms(20), Duration::from_secs(1)).jitter(Jitter::None);
+    let policy = ExponentialBackoff::new(ms(20), Duration::from_secs(1)).with_jitter(Jitter::None);
     let mut ws = ReconnectingStream::new(move || connect(url.clone()))
         .with_retry(policy.clone())
         .with_stable_after(Duration::from_secs(5))
         .with_observer(timeline.observer());
 
-    async_io::block_on(async {
+    support::block_on(async {
         let outcome = select(ws.next(), Timer::after(WINDOW)).await;
         assert!(matches!(outcome, Either::Right(_)), "the stream yielded something");
     });
@@ -678,8 +675,9 @@ fn delayed_path_keeps_working_without_reconnects() {
     let url = proxy.url();
     let timeline = Timeline::default();
     let rtt = 2 * LATENCY;
-    let connector =
-        ConnectorBuilder::new(move || connect(url.clone())).layer(HeartbeatLayer::new(ms(300), rtt * 5 / 2));
+    let connector = ConnectorBuilder::new(move || connect(url.clone()))
+        .hook(Heartbeat::new(ms(300), rtt * 5 / 2))
+        .build();
     let mut ws: ReconnectingStream<_, Message> = ReconnectingStream::new(connector)
         .with_retry(ExponentialBackoff::new(ms(20), ms(200)))
         .with_observer(timeline.observer());
@@ -687,7 +685,7 @@ fn delayed_path_keeps_working_without_reconnects() {
     const LOCKSTEP: u32 = 5;
     const BURST: u32 = 200;
     let start = Instant::now();
-    let (rtts, burst) = async_io::block_on(async {
+    let (rtts, burst) = support::block_on(async {
         let mut rtts = Vec::new();
         for n in 0..LOCKSTEP {
             let sent = Instant::now();
@@ -763,7 +761,7 @@ fn throttled_path_respects_the_cap_and_keeps_order() {
     let (mut tx, mut rx) = ws.split();
 
     let start = Instant::now();
-    let (first, last, echoed) = async_io::block_on(async {
+    let (first, last, echoed) = support::block_on(async {
         let send = async {
             for n in 0..THROTTLED {
                 tx.feed(padded(n)).await.unwrap();
@@ -932,7 +930,7 @@ fn truncated_frames_reconnect_and_lose_nothing() {
     let timeline = Timeline::default();
     let (observer, mut connected) = lockstep::connected_channel();
     let mut ws = ReconnectingStream::new(move || connect(url.clone()))
-        .with_retry(ExponentialBackoff::new(ms(1), ms(10)).seed(1))
+        .with_retry(ExponentialBackoff::new(ms(1), ms(10)).with_seed(1))
         .with_observer(observer)
         .with_observer(timeline.observer());
     let mut rng = fastrand::Rng::with_seed(7);
@@ -940,7 +938,7 @@ fn truncated_frames_reconnect_and_lose_nothing() {
     let mut echoed = Vec::new();
     let mut resent = 0;
     let mut plan = Vec::new();
-    async_io::block_on(async {
+    support::block_on(async {
         // A first round to connect.
         let (echoes, again) = echo_range(&mut ws, |w| w.generation(), &mut connected, 0..PER_ROUND).await;
         echoed.extend(echoes);
@@ -1054,7 +1052,7 @@ fn truncated_stream_resends_only_what_was_not_flushed() {
     let (new_connection, connections) = std::sync::mpsc::channel();
     let timeline = Timeline::default();
     let ws: ReconnectingStream<_, Message> = ReconnectingStream::new(move || connect(url.clone()))
-        .with_retry(ExponentialBackoff::new(ms(1), ms(10)).seed(2))
+        .with_retry(ExponentialBackoff::new(ms(1), ms(10)).with_seed(2))
         .with_observer(timeline.observer())
         .with_observer(move |event: &Event| {
             if let Event::Connected { generation, .. } = event {
@@ -1089,7 +1087,7 @@ fn truncated_stream_resends_only_what_was_not_flushed() {
             done.store(true, Ordering::SeqCst);
             result
         });
-        let sent_on = async_io::block_on(async {
+        let sent_on = support::block_on(async {
             // sent_on[n]: the generation on which the send of n completed.
             let mut sent_on = Vec::new();
             let send = async {
@@ -1122,7 +1120,7 @@ fn truncated_stream_resends_only_what_was_not_flushed() {
     // A last exchange on the final connection: once its echo is back, the server has everything before it.
     let mut ws = tx.reunite(rx).unwrap();
     let total = sent_on.len() as u32;
-    async_io::block_on(async {
+    support::block_on(async {
         ws.send(numbered(total)).await.unwrap();
         while next_number(&mut ws).await != total {}
     });

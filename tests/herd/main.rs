@@ -33,7 +33,9 @@
 //! The whole test takes 5-7 s, so it runs by default; it needs about 4,500 open files (it raises its soft
 //! limit, and says so if the hard limit is lower). Figures are printed: `cargo test --test herd -- --nocapture`.
 
-use std::future::Future;
+#[path = "../support/mod.rs"]
+mod support;
+
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -41,7 +43,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use async_io::{Async, Timer};
+use async_io::Async;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use futures::future::{select, Either};
 use futures::{SinkExt, StreamExt};
@@ -352,14 +354,6 @@ async fn client(id: usize, url: String, policy: ExponentialBackoff, herd: Arc<He
     expect_echo(&mut ws, &text).await.map_err(|e| fail("second echo", e))
 }
 
-/// `fut`, or a panic naming `what` after [`PHASE_LIMIT`].
-async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    match select(pin!(fut), Timer::after(PHASE_LIMIT)).await {
-        Either::Left((value, _)) => value,
-        Either::Right(_) => panic!("{what}: not done within {PHASE_LIMIT:?}"),
-    }
-}
-
 /// The most `times` (sorted) that fall within any `window` starting at one of them.
 fn peak(times: &[Instant], window: Duration) -> usize {
     let mut end = 0;
@@ -393,21 +387,27 @@ fn run(clients: usize, jitter: Jitter) -> Figures {
     let local = LocalExecutor::new();
     let tasks: Vec<_> = (0..clients)
         .map(|id| {
-            let policy = ExponentialBackoff::new(INITIAL, MAX).jitter(jitter).seed(id as u64);
+            let policy = ExponentialBackoff::new(INITIAL, MAX)
+                .with_jitter(jitter)
+                .with_seed(id as u64);
             local.spawn(client(id, infra.url(), policy, Arc::clone(&herd)))
         })
         .collect();
     let (connected, cut_at, reconnected) = async_io::block_on(local.run(async {
-        within("all connected", herd.echoed.reach(clients)).await;
+        support::within(PHASE_LIMIT, herd.echoed.reach(clients))
+            .await
+            .expect("all connected");
         let connected = started.elapsed();
         assert_eq!(infra.live(), clients, "one live link per client");
         let cut_at = Instant::now();
         assert_eq!(infra.cut_all(), clients);
-        within("all reconnected", herd.second.reach(clients)).await;
+        support::within(PHASE_LIMIT, herd.second.reach(clients))
+            .await
+            .expect("all reconnected");
         let reconnected = cut_at.elapsed();
         herd.go.add();
         for task in tasks {
-            if let Err(error) = within("the second echo", task).await {
+            if let Err(error) = support::within(PHASE_LIMIT, task).await.expect("the second echo") {
                 panic!("{error}");
             }
         }

@@ -4,32 +4,20 @@
 //! tests/peers/node_modules). Without them, each test prints what to install and passes as skipped; with
 //! `CI=true` a missing peer fails the run.
 
-#[path = "../support/lockstep.rs"]
-mod lockstep;
-#[path = "../support/peers.rs"]
-mod peers;
+#[path = "../support/mod.rs"]
+mod support;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::channel::mpsc;
 use futures::future::{select, Either};
 use futures::{SinkExt, StreamExt};
-use peers::{Impl, Peer};
 use stream_tungstenite::retry::{ExponentialBackoff, Jitter};
 use stream_tungstenite::tungstenite::Message;
 use stream_tungstenite::ws::{ConnectError, WsConnector};
 use stream_tungstenite::{connect, Event, ReconnectingStream};
-
-type EventLog = Arc<Mutex<Vec<(Instant, Event)>>>;
-
-fn recorder() -> (EventLog, impl FnMut(&Event) + Send + 'static) {
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&log);
-    (log, move |event: &Event| {
-        sink.lock().unwrap().push((Instant::now(), event.clone()))
-    })
-}
+use support::peers::{Impl, Peer};
+use support::{lockstep, Recorder};
 
 fn peers(args: &[&str]) -> Vec<Peer> {
     Impl::ALL.iter().filter_map(|which| Peer::start(*which, args)).collect()
@@ -40,7 +28,7 @@ fn echo() {
     for peer in peers(&["--mode", "echo"]) {
         let url = peer.url();
         let mut ws = ReconnectingStream::new(move || connect(url.clone()));
-        smol::block_on(async {
+        support::block_on(async {
             for n in 0..50 {
                 ws.send(Message::text(format!("echo {n} ✓"))).await.unwrap();
                 assert_eq!(
@@ -73,7 +61,7 @@ fn drop_every_n_loses_nothing_queued() {
             ))
             .with_observer(observer);
         let label = peer.which().name();
-        let exchange = smol::block_on(lockstep::echo_numbers(
+        let exchange = support::block_on(lockstep::echo_numbers(
             &mut ws,
             |w| w.generation(),
             &mut connected,
@@ -96,11 +84,11 @@ fn upgrade_rejected_with_401_is_not_retried() {
         let mut ws: ReconnectingStream<_, Message> = ReconnectingStream::new(move || connect(url.clone())).with_retry(
             ExponentialBackoff::new(Duration::from_millis(1), Duration::from_millis(5)),
         );
-        let error = smol::block_on(ws.next()).unwrap().unwrap_err();
+        let error = support::block_on(ws.next()).unwrap().unwrap_err();
         assert!(error.is_fatal(), "{}: {error:?}", peer.which());
         let cause = error.failure().unwrap().downcast_ref::<ConnectError>().unwrap();
         assert_eq!(cause.status(), Some(401));
-        assert!(smol::block_on(ws.next()).is_none());
+        assert!(support::block_on(ws.next()).is_none());
         assert!(peer.wait_for_stderr(Duration::from_secs(5), |l| l.iter().any(|l| l == "reject 401")));
         assert_eq!(peer.count("reject 401"), 1, "{}: retried a 401", peer.which());
     }
@@ -110,24 +98,25 @@ fn upgrade_rejected_with_401_is_not_retried() {
 fn upgrade_rejected_with_503_and_retry_after_waits_at_least_that_long() {
     for peer in peers(&["--mode", "reject", "--status", "503", "--retry-after", "1"]) {
         let url = peer.url();
-        let (log, observer) = recorder();
+        let log = Recorder::new();
         let ws: ReconnectingStream<_, Message> = ReconnectingStream::new(move || connect(url.clone()))
             .with_retry(
-                ExponentialBackoff::new(Duration::from_millis(10), Duration::from_millis(100)).jitter(Jitter::None),
+                ExponentialBackoff::new(Duration::from_millis(10), Duration::from_millis(100))
+                    .with_jitter(Jitter::None),
             )
-            .with_observer(observer);
+            .with_observer(log.observer());
         let (failed_tx, failed_rx) = mpsc::unbounded::<()>();
         let mut ws = ws.with_observer(move |event: &Event| {
             if let Event::ConnectFailed { .. } = event {
                 let _ = failed_tx.unbounded_send(());
             }
         });
-        smol::block_on(async {
+        support::block_on(async {
             // Drive the stream until the second attempt has failed.
             let two_failures = failed_rx.take(2).collect::<Vec<()>>();
             let _ = select(ws.next(), two_failures).await;
         });
-        let log = log.lock().unwrap();
+        let log = log.timed();
         let failed: Vec<Instant> = log
             .iter()
             .filter(|(_, e)| matches!(e, Event::ConnectFailed { .. }))
@@ -159,19 +148,18 @@ fn upgrade_rejected_with_503_and_retry_after_waits_at_least_that_long() {
 fn upgrade_rejected_with_500_is_retried_with_backoff() {
     for peer in peers(&["--mode", "reject", "--status", "500"]) {
         let url = peer.url();
-        let (log, observer) = recorder();
+        let log = Recorder::new();
         let mut ws: ReconnectingStream<_, Message> = ReconnectingStream::new(move || connect(url.clone()))
             .with_retry(
                 ExponentialBackoff::new(Duration::from_millis(5), Duration::from_secs(1))
-                    .jitter(Jitter::None)
-                    .max_attempts(4),
+                    .with_jitter(Jitter::None)
+                    .with_max_attempts(4),
             )
-            .with_observer(observer);
-        let error = smol::block_on(ws.next()).unwrap().unwrap_err();
+            .with_observer(log.observer());
+        let error = support::block_on(ws.next()).unwrap().unwrap_err();
         assert!(error.is_gave_up(), "{}: {error:?}", peer.which());
         let delays: Vec<Duration> = log
-            .lock()
-            .unwrap()
+            .timed()
             .iter()
             .filter_map(|(_, e)| match e {
                 Event::RetryScheduled { delay, .. } => Some(*delay),
@@ -191,20 +179,20 @@ fn upgrade_rejected_with_500_is_retried_with_backoff() {
 fn a_server_close_with_1012_reconnects() {
     for peer in peers(&["--mode", "close", "--close-code", "1012", "--n", "1"]) {
         let url = peer.url();
-        let (log, observer) = recorder();
+        let log = Recorder::new();
         let ws = ReconnectingStream::new(move || connect(url.clone()))
             .with_retry(ExponentialBackoff::new(
                 Duration::from_millis(1),
                 Duration::from_millis(5),
             ))
-            .with_observer(observer);
+            .with_observer(log.observer());
         let (tx, mut connected) = mpsc::unbounded::<u64>();
         let mut ws = ws.with_observer(move |event: &Event| {
             if let Event::Connected { generation, .. } = event {
                 let _ = tx.unbounded_send(*generation);
             }
         });
-        smol::block_on(async {
+        support::block_on(async {
             // Each connection closes with 1012 after one message: send one per connection until the third.
             while ws.generation() < 3 {
                 ws.send(Message::text("ping")).await.unwrap();
@@ -219,8 +207,7 @@ fn a_server_close_with_1012_reconnects() {
             }
         });
         let codes: Vec<Option<u16>> = log
-            .lock()
-            .unwrap()
+            .timed()
             .iter()
             .filter_map(|(_, e)| match e {
                 Event::Disconnected { reason, .. } => Some(reason.close_code()),
@@ -270,10 +257,10 @@ fn wss_with_a_self_signed_certificate_trusted_through_a_custom_root_and_refused_
     let [cert_path, key_path] = cert.args();
     for peer in peers(&["--mode", "echo", "--cert", &cert_path, "--key", &key_path]) {
         let connector = WsConnector::builder(peer.url())
-            .add_root_certificate(cert.der.clone().into())
+            .with_root_certificate(cert.der.clone().into())
             .build();
         let mut trusted = ReconnectingStream::new(connector);
-        smol::block_on(async {
+        support::block_on(async {
             trusted.send(Message::text("over tls")).await.unwrap();
             assert_eq!(
                 trusted.next().await.unwrap().unwrap(),
@@ -285,7 +272,7 @@ fn wss_with_a_self_signed_certificate_trusted_through_a_custom_root_and_refused_
 
         let url = peer.url();
         let mut untrusted: ReconnectingStream<_, Message> = ReconnectingStream::new(move || connect(url.clone()));
-        let error = smol::block_on(untrusted.next()).unwrap().unwrap_err();
+        let error = support::block_on(untrusted.next()).unwrap().unwrap_err();
         assert!(error.is_fatal(), "{}: {error:?}", peer.which());
         let cause = error.failure().unwrap().downcast_ref::<ConnectError>().unwrap();
         assert!(cause.is_certificate_error(), "{}: {cause:?}", peer.which());

@@ -1,13 +1,10 @@
-//! Handshake and extension layers over loopback WebSocket servers: order and re-runs across reconnects,
-//! fatal rejections, per-attempt tokens, confirmation timeouts with backoff, heartbeat detection of a
-//! stalled peer, and message extensions in both directions.
+//! Handshake layers and hooks over loopback WebSocket servers: order and re-runs across reconnects, fatal
+//! rejections, per-attempt tokens, confirmation timeouts with backoff, heartbeat detection of a stalled peer,
+//! message filters in both directions, and the order of hooks, pinned alike for the connector builder and the
+//! client.
 
-#[path = "../support/feed.rs"]
-mod feed;
-#[path = "../support/log_buffer.rs"]
-mod log_buffer;
-#[path = "../support/server.rs"]
-mod server;
+#[path = "../support/mod.rs"]
+mod support;
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,33 +12,29 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
-use feed::{feed_server, is_type, Feed};
 use futures::{SinkExt, Stream, StreamExt};
-use log_buffer::LogBuffer;
-use stream_tungstenite::extension::{ExtensionLayer, HeartbeatLayer, HeartbeatTimeout};
+use stream_tungstenite::extension::{Filter, Heartbeat, LivenessTimeout};
 use stream_tungstenite::handshake::{AuthHandshaker, HandshakeError, HandshakeLayer, SubscribeHandshaker};
+use stream_tungstenite::hook::Verdict;
 use stream_tungstenite::layer::ConnectorBuilder;
 use stream_tungstenite::retry::{ExponentialBackoff, Jitter};
 use stream_tungstenite::time::ManualClock;
 use stream_tungstenite::tungstenite::Message;
 use stream_tungstenite::{chain_handshakers, connect, Event, ReconnectingStream};
-
-fn recorder() -> (Arc<Mutex<Vec<Event>>>, impl FnMut(&Event) + Send + 'static) {
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&log);
-    (log, move |event: &Event| sink.lock().unwrap().push(event.clone()))
-}
+use support::feed::{feed_server, is_type, Feed};
+use support::log_buffer::LogBuffer;
+use support::{server, Recorder};
 
 fn auth(token: &'static str) -> AuthHandshaker {
     AuthHandshaker::token(token)
-        .timeout(None)
+        .with_timeout(None)
         .json()
-        .accept_when(|m| is_type(m, "auth_ok"))
-        .reject_when(|m| is_type(m, "auth_failed"))
+        .with_accept(|m| is_type(m, "auth_ok"))
+        .with_reject(|m| is_type(m, "auth_failed"))
 }
 
 fn subscribe() -> SubscribeHandshaker {
-    SubscribeHandshaker::new(["trades", "book"]).confirm(|m| is_type(m, "subscribed"))
+    SubscribeHandshaker::new(["trades", "book"]).with_confirm(|m| is_type(m, "subscribed"))
 }
 
 fn fast_retry() -> ExponentialBackoff {
@@ -55,13 +48,14 @@ fn handshakes_run_in_order_on_every_connection_before_user_traffic() {
         ..Feed::default()
     });
     let url = server.url();
-    let connector =
-        ConnectorBuilder::new(move || connect(url.clone())).layer(chain_handshakers!(auth("good"), subscribe()));
-    let (events, observer) = recorder();
+    let connector = ConnectorBuilder::new(move || connect(url.clone()))
+        .layer(chain_handshakers!(auth("good"), subscribe()))
+        .build();
+    let events = Recorder::new();
     let mut ws = ReconnectingStream::new(connector)
         .with_retry(fast_retry())
-        .with_observer(observer);
-    let received: Vec<String> = smol::block_on(async {
+        .with_observer(events.observer());
+    let received: Vec<String> = support::block_on(async {
         // Queued before anything connects: must go out after the handshakes.
         ws.send(Message::text(r#"{"type":"hello"}"#)).await.unwrap();
         let mut received: Vec<String> = Vec::new();
@@ -102,8 +96,7 @@ fn handshakes_run_in_order_on_every_connection_before_user_traffic() {
     );
     // Connected is reported only after the handshakes.
     let connected = events
-        .lock()
-        .unwrap()
+        .events()
         .iter()
         .filter(|e| matches!(e, Event::Connected { .. }))
         .count();
@@ -114,20 +107,22 @@ fn handshakes_run_in_order_on_every_connection_before_user_traffic() {
 fn a_rejected_auth_is_fatal_without_a_retry_loop() {
     let server = feed_server(Feed::default());
     let url = server.url();
-    let connector = ConnectorBuilder::new(move || connect(url.clone())).layer(auth("bad"));
-    let (events, observer) = recorder();
+    let connector = ConnectorBuilder::new(move || connect(url.clone()))
+        .layer(auth("bad"))
+        .build();
+    let events = Recorder::new();
     let mut ws: ReconnectingStream<_, Message> = ReconnectingStream::new(connector)
         .with_retry(fast_retry())
-        .with_observer(observer);
-    let error = smol::block_on(ws.next()).unwrap().unwrap_err();
+        .with_observer(events.observer());
+    let error = support::block_on(ws.next()).unwrap().unwrap_err();
     assert!(error.is_fatal(), "{error:?}");
     assert!(matches!(
         error.failure().unwrap().downcast_ref::<HandshakeError>(),
         Some(HandshakeError::Rejected { .. })
     ));
-    assert!(smol::block_on(ws.next()).is_none());
+    assert!(support::block_on(ws.next()).is_none());
     assert_eq!(server.accepted(), 1);
-    let events = events.lock().unwrap();
+    let events = events.events();
     assert!(events
         .iter()
         .any(|e| matches!(e, Event::HandshakeFailed { attempt: 1, .. })));
@@ -146,10 +141,12 @@ fn the_token_provider_is_called_per_attempt_and_the_new_token_used_after_a_recon
     let counter = Arc::clone(&calls);
     let auth = AuthHandshaker::new(move || format!("token-{}", counter.fetch_add(1, Ordering::SeqCst)))
         .json()
-        .accept_when(|m| is_type(m, "auth_ok"));
-    let connector = ConnectorBuilder::new(move || connect(url.clone())).layer(chain_handshakers!(auth, subscribe()));
+        .with_accept(|m| is_type(m, "auth_ok"));
+    let connector = ConnectorBuilder::new(move || connect(url.clone()))
+        .layer(chain_handshakers!(auth, subscribe()))
+        .build();
     let mut ws: ReconnectingStream<_, Message> = ReconnectingStream::new(connector).with_retry(fast_retry());
-    smol::block_on(async {
+    support::block_on(async {
         for _ in 0..2 {
             assert!(is_type(&ws.next().await.unwrap().unwrap(), "update"));
         }
@@ -167,9 +164,11 @@ fn the_token_provider_is_called_per_attempt_and_the_new_token_used_after_a_recon
 }
 
 /// Polls the stream; whenever it is pending with a sleep due on `clock`, moves the clock to that sleep.
-/// Stops once `done` says so.
+/// Stops once `done` says so. Bounded: it panics after 10,000 moves of the clock or [`support::LIMIT`] of real
+/// time, whichever comes first, instead of spinning on a regression.
 fn drive_with_clock<S: Stream + Unpin>(ws: &mut S, clock: &ManualClock, mut done: impl FnMut() -> bool) {
-    smol::block_on(futures::future::poll_fn(|cx| loop {
+    let mut moves = 0;
+    support::block_on(futures::future::poll_fn(|cx| loop {
         if done() {
             return Poll::Ready(());
         }
@@ -177,7 +176,11 @@ fn drive_with_clock<S: Stream + Unpin>(ws: &mut S, clock: &ManualClock, mut done
             Poll::Ready(Some(_)) => continue,
             Poll::Ready(None) => return Poll::Ready(()),
             Poll::Pending => match clock.next_deadline() {
-                Some(due) => clock.advance(due),
+                Some(due) => {
+                    moves += 1;
+                    assert!(moves <= 10_000, "not done after {moves} moves of the clock");
+                    clock.advance(due);
+                }
                 None => return Poll::Pending,
             },
         }
@@ -193,26 +196,28 @@ fn a_subscribe_confirmation_timeout_retries_with_backoff() {
     let url = server.url();
     let clock = ManualClock::new();
     let subscribe = SubscribeHandshaker::new(["trades", "book"])
-        .confirm(|m| is_type(m, "subscribed"))
-        .timeout(Duration::from_secs(5));
+        .with_confirm(|m| is_type(m, "subscribed"))
+        .with_timeout(Duration::from_secs(5));
     let connector = ConnectorBuilder::new(move || connect(url.clone()))
-        .layer(HandshakeLayer::new(chain_handshakers!(auth("good"), subscribe)).with_timer(clock.clone()));
-    let (events, observer) = recorder();
+        .layer(HandshakeLayer::new(chain_handshakers!(auth("good"), subscribe)).with_timer(clock.clone()))
+        .build();
+    let events = Recorder::new();
     let mut ws: ReconnectingStream<_, Message> = ReconnectingStream::new(connector)
         .with_timer(clock.clone())
         .with_connect_timeout(None)
-        .with_retry(ExponentialBackoff::new(Duration::from_millis(100), Duration::from_secs(10)).jitter(Jitter::None))
-        .with_observer(observer);
-    let log = Arc::clone(&events);
+        .with_retry(
+            ExponentialBackoff::new(Duration::from_millis(100), Duration::from_secs(10)).with_jitter(Jitter::None),
+        )
+        .with_observer(events.observer());
+    let log = events.clone();
     drive_with_clock(&mut ws, &clock, || {
-        log.lock()
-            .unwrap()
+        log.events()
             .iter()
             .filter(|e| matches!(e, Event::RetryScheduled { .. }))
             .count()
             >= 3
     });
-    let events = events.lock().unwrap();
+    let events = events.events();
     let timeouts = events
         .iter()
         .filter(|e| match e {
@@ -261,21 +266,24 @@ fn heartbeat_detects_a_stalled_peer_within_interval_plus_timeout_and_reconnects(
     let interval = Duration::from_secs(10);
     let timeout = Duration::from_secs(5);
     let connector = ConnectorBuilder::new(move || connect(url.clone()))
-        .layer(HeartbeatLayer::new(interval, timeout).with_timer(clock.clone()));
-    let (events, observer) = recorder();
+        .hook(Heartbeat::new(interval, timeout).with_timer(clock.clone()))
+        .build();
+    let events = Recorder::new();
     let mut ws: ReconnectingStream<_, Message> = ReconnectingStream::new(connector)
         .with_timer(clock.clone())
         .with_connect_timeout(None)
-        .with_retry(ExponentialBackoff::new(Duration::from_millis(100), Duration::from_secs(1)).jitter(Jitter::None))
-        .with_observer(observer);
-    smol::block_on(async {
+        .with_retry(
+            ExponentialBackoff::new(Duration::from_millis(100), Duration::from_secs(1)).with_jitter(Jitter::None),
+        )
+        .with_observer(events.observer());
+    support::block_on(async {
         assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hello 0"));
     });
     let start = std::time::Instant::now();
     let _ = start;
     let mut seen = Vec::new();
     drive_with_clock(&mut ws, &clock, || {
-        seen = events.lock().unwrap().clone();
+        seen = events.events().clone();
         seen.iter().filter(|e| matches!(e, Event::Connected { .. })).count() >= 2
     });
     drop(hold_tx);
@@ -286,7 +294,7 @@ fn heartbeat_detects_a_stalled_peer_within_interval_plus_timeout_and_reconnects(
             _ => None,
         })
         .unwrap();
-    assert!(reason.downcast_ref::<HeartbeatTimeout>().is_some(), "{reason:?}");
+    assert!(reason.downcast_ref::<LivenessTimeout>().is_some(), "{reason:?}");
     assert!(uptime <= interval + timeout, "detected after {uptime:?}");
     assert!(uptime >= timeout, "not before a ping went unanswered: {uptime:?}");
     assert_eq!(ws.generation(), 2);
@@ -298,11 +306,12 @@ fn heartbeat_keeps_a_responsive_connection() {
     let url = server.url();
     let clock = ManualClock::new();
     let connector = ConnectorBuilder::new(move || connect(url.clone()))
-        .layer(HeartbeatLayer::new(Duration::from_secs(10), Duration::from_secs(5)).with_timer(clock.clone()));
+        .hook(Heartbeat::new(Duration::from_secs(10), Duration::from_secs(5)).with_timer(clock.clone()))
+        .build();
     let mut ws: ReconnectingStream<_, Message> = ReconnectingStream::new(connector)
         .with_timer(clock.clone())
         .with_connect_timeout(None);
-    smol::block_on(async {
+    support::block_on(async {
         ws.send(Message::text("up")).await.unwrap();
         assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("up"));
         for _ in 0..5 {
@@ -323,18 +332,25 @@ fn extensions_transform_and_drop_messages_in_both_directions() {
     let server = server::echo_server(None);
     let url = server.url();
     let connector = ConnectorBuilder::new(move || connect(url.clone()))
-        .layer(ExtensionLayer::outbound(|m: Message| match m.to_text() {
-            Ok("secret") => None,
-            Ok(text) => Some(Message::text(format!("out:{text}"))),
-            Err(_) => Some(m),
+        .hook(Filter::outbound(|m: &mut Message| match m.to_text() {
+            Ok("secret") => Verdict::Drop,
+            Ok(text) => {
+                *m = Message::text(format!("out:{text}"));
+                Verdict::Pass
+            }
+            Err(_) => Verdict::Pass,
         }))
-        .layer(ExtensionLayer::inbound(|m: Message| match m.to_text() {
-            Ok(text) if text.contains("skip") => None,
-            Ok(text) => Some(Message::text(format!("{text}:in"))),
-            Err(_) => Some(m),
-        }));
+        .hook(Filter::inbound(|m: &mut Message| match m.to_text() {
+            Ok(text) if text.contains("skip") => Verdict::Drop,
+            Ok(text) => {
+                *m = Message::text(format!("{text}:in"));
+                Verdict::Pass
+            }
+            Err(_) => Verdict::Pass,
+        }))
+        .build();
     let mut ws = ReconnectingStream::new(connector);
-    smol::block_on(async {
+    support::block_on(async {
         ws.send(Message::text("secret")).await.unwrap();
         ws.send(Message::text("skip")).await.unwrap();
         ws.send(Message::text("a")).await.unwrap();
@@ -345,7 +361,7 @@ fn extensions_transform_and_drop_messages_in_both_directions() {
 
 #[test]
 fn logging_never_shows_the_token_even_when_it_sees_the_auth_frames() {
-    use stream_tungstenite::extension::LoggingLayer;
+    use stream_tungstenite::extension::Logging;
     const TOKEN: &str = "s3cr3t-t0ken-value";
     let server = feed_server(Feed {
         updates: 2,
@@ -358,12 +374,13 @@ fn logging_never_shows_the_token_even_when_it_sees_the_auth_frames() {
         .with_writer(capture.clone())
         .finish();
     tracing::subscriber::with_default(subscriber, || {
-        // The logging layer sits inside the handshakes: it sees the auth frame with the token in it.
+        // The logging hook sits inside the handshakes: it sees the auth frame with the token in it.
         let connector = ConnectorBuilder::new(move || connect(url.clone()))
             .layer(chain_handshakers!(auth(TOKEN), subscribe()))
-            .layer(LoggingLayer::new());
+            .hook(Logging::new())
+            .build();
         let mut ws: ReconnectingStream<_, Message> = ReconnectingStream::new(connector);
-        smol::block_on(async {
+        support::block_on(async {
             for _ in 0..2 {
                 assert!(is_type(&ws.next().await.unwrap().unwrap(), "update"));
             }
@@ -379,18 +396,18 @@ fn logging_never_shows_the_token_even_when_it_sees_the_auth_frames() {
     );
 }
 
-/// A server's close code reaches the stream through every layer: 1008 (policy violation) ends the stream as
+/// A server's close code reaches the stream through every hook: 1008 (policy violation) ends the stream as
 /// fatal with that code at once, as it does without layers, instead of being lost and retried as a plain end.
 #[test]
-fn a_server_close_code_passes_through_every_layer() {
-    use stream_tungstenite::extension::{LoggingLayer, MetricsLayer};
+fn a_server_close_code_passes_through_every_hook() {
+    use stream_tungstenite::extension::{Logging, Metrics};
     macro_rules! check {
         ($name:literal, $layer:expr) => {{
             let server = server::closing_server(1008, false);
             let url = server.url();
-            let connector = ConnectorBuilder::new(move || connect(url.clone())).layer($layer);
+            let connector = ConnectorBuilder::new(move || connect(url.clone())).hook($layer).build();
             let mut ws = ReconnectingStream::new(connector).with_retry(fast_retry());
-            let error = smol::block_on(ws.next()).unwrap().unwrap_err();
+            let error = support::block_on(ws.next()).unwrap().unwrap_err();
             assert!(error.is_fatal(), "{}: {error:?}", $name);
             assert_eq!(error.failure().and_then(|f| f.close_code()), Some(1008), "{}", $name);
             assert_eq!(server.accepted(), 1, "{}: reconnected", $name);
@@ -398,9 +415,93 @@ fn a_server_close_code_passes_through_every_layer() {
     }
     check!(
         "heartbeat",
-        HeartbeatLayer::new(Duration::from_secs(15), Duration::from_secs(10))
+        Heartbeat::new(Duration::from_secs(15), Duration::from_secs(10))
     );
-    check!("metrics", MetricsLayer::new());
-    check!("extension", ExtensionLayer::inbound(|message: Message| Some(message)));
-    check!("logging", LoggingLayer::new());
+    check!("metrics", Metrics::new());
+    check!("filter", Filter::inbound(|_: &mut Message| Verdict::Pass));
+    check!("logging", Logging::new());
+    check!(
+        "all together",
+        (
+            Heartbeat::new(Duration::from_secs(15), Duration::from_secs(10)),
+            Metrics::new(),
+            Filter::inbound(|_: &mut Message| Verdict::Pass),
+            Logging::new()
+        )
+    );
+}
+
+/// A hook that notes each message it sees, by name and direction.
+#[derive(Clone)]
+struct Note {
+    name: &'static str,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl stream_tungstenite::hook::Hook<Message> for Note {
+    fn on_inbound(&mut self, message: &mut Message) -> Verdict {
+        if message.is_text() {
+            self.seen.lock().unwrap().push(format!("in {}", self.name));
+        }
+        Verdict::Pass
+    }
+
+    fn on_outbound(&mut self, message: &mut Message) -> Verdict {
+        if message.is_text() {
+            self.seen.lock().unwrap().push(format!("out {}", self.name));
+        }
+        Verdict::Pass
+    }
+}
+
+/// The same hooks and layer, added in the same order to a connector builder and to a client, see a message
+/// in the same order: the first added outermost (outbound first, inbound last), as documented.
+#[test]
+fn hooks_and_layers_run_in_the_same_order_in_the_connector_builder_and_the_client() {
+    use stream_tungstenite::hook::HooksLayer;
+    use stream_tungstenite::WebSocketClient;
+
+    let server = server::echo_server(None);
+    let note = |name, seen: &Arc<Mutex<Vec<String>>>| Note {
+        name,
+        seen: Arc::clone(seen),
+    };
+    let expected = ["out A", "out C", "out B", "in B", "in C", "in A"];
+
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let url = server.url();
+    let connector = ConnectorBuilder::new(move || connect(url.clone()))
+        .hook(note("A", &seen))
+        .layer(HooksLayer::new(note("C", &seen)))
+        .hook(note("B", &seen))
+        .build();
+    let mut ws = ReconnectingStream::new(connector);
+    support::block_on(async {
+        ws.send(Message::text("order")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("order"));
+    });
+    assert_eq!(*seen.lock().unwrap(), expected, "connector builder");
+
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let client = Arc::new(
+        WebSocketClient::builder(server.url())
+            .hook(note("A", &seen))
+            .layer(HooksLayer::new(note("C", &seen)))
+            .hook(note("B", &seen))
+            .build(),
+    );
+    let mut messages = client.subscribe();
+    support::block_on(async {
+        let run = client.run();
+        let exchange = async {
+            client.send_text("order").await.unwrap();
+            let echo = messages.recv().await.unwrap();
+            client.shutdown().await;
+            echo
+        };
+        let (outcome, echo) = futures::future::join(run, exchange).await;
+        outcome.unwrap();
+        assert_eq!(echo, Message::text("order"));
+    });
+    assert_eq!(*seen.lock().unwrap(), expected, "client");
 }

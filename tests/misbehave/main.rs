@@ -13,28 +13,20 @@
 //! be disturbed by another. Figures are printed; see them with `cargo test --test misbehave -- --nocapture`.
 //! The property test runs `PROPTEST_CASES` cases (default 500).
 
-#[path = "../support/events.rs"]
-mod events;
-#[path = "../support/serial.rs"]
-mod serial;
-#[path = "../support/server.rs"]
-mod server;
+#[path = "../support/mod.rs"]
+mod support;
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_io::{Async, Timer};
-use events::Recorder as Events;
 use futures::future::{select, Either};
 use futures::{AsyncReadExt, AsyncWriteExt, SinkExt, StreamExt};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
-use serial::{ms, serial};
-use server::{serve, Server};
 use stream_tungstenite::handshake::{AuthHandshaker, HandshakeError};
 use stream_tungstenite::layer::ConnectorBuilder;
 use stream_tungstenite::retry::{FixedDelay, Immediate, NoRetry};
@@ -44,15 +36,21 @@ use stream_tungstenite::tungstenite::handshake::derive_accept_key;
 use stream_tungstenite::tungstenite::protocol::WebSocketConfig;
 use stream_tungstenite::tungstenite::{self, Message};
 use stream_tungstenite::ws::ConnectionError;
-use stream_tungstenite::ws::{classify, WsConnector};
-use stream_tungstenite::{Classification, ConnectError, ConnectionState, Error, Event, Failure, ReconnectingStream};
+use stream_tungstenite::ws::WsConnector;
+use stream_tungstenite::{
+    Classification, Classify, ConnectError, ConnectTimeout, ConnectionState, DefaultClassifier, Error, Event, Failure,
+    ReconnectingStream,
+};
+use support::events::Recorder as Events;
+use support::serial::{ms, serial};
+use support::server::{serve, Server};
+use support::within;
 
-/// `fut`'s output, or `None` if `limit` (real time) passes first.
-async fn within<T>(limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
-    futures::pin_mut!(fut);
-    match select(fut, Timer::after(limit)).await {
-        Either::Left((value, _)) => Some(value),
-        Either::Right(_) => None,
+/// The attempt and the timeout of a failure that is a connect timeout.
+fn timed_out(failure: &Failure) -> Option<(u32, Duration)> {
+    match failure {
+        Failure::Connect { attempt, .. } => failure.downcast_ref::<ConnectTimeout>().map(|t| (*attempt, t.after)),
+        _ => None,
     }
 }
 
@@ -105,7 +103,7 @@ async fn drain(tcp: &mut Async<TcpStream>, limit: Duration) -> bool {
         }
     })
     .await
-    .is_some()
+    .is_ok()
 }
 
 /// A server-to-client frame: `first` is FIN/RSV/opcode, the length is encoded minimally, `mask` masks it (which a
@@ -175,7 +173,7 @@ fn frames_in_the_same_write_as_the_upgrade_response_are_delivered() {
             }
         }
     });
-    let received = async_io::block_on(within(Duration::from_secs(5), async {
+    let received = support::block_on(within(Duration::from_secs(5), async {
         let mut ws = stream_tungstenite::connect(server.url()).await.expect("upgrade");
         let mut received = Vec::new();
         while received.len() < 200 {
@@ -220,7 +218,7 @@ fn accept_then_close_is_a_retryable_handshake_error() {
     let mut ws = ReconnectingStream::<_, Message>::new(WsConnector::new(server.url()))
         .with_retry(NoRetry)
         .with_observer(events.observer());
-    let item = async_io::block_on(within(Duration::from_secs(5), ws.next())).expect("no outcome within 5 s");
+    let item = support::block_on(within(Duration::from_secs(5), ws.next())).expect("no outcome within 5 s");
     let Some(Err(Error::GaveUp { attempts, unsent, last })) = item else {
         panic!("expected GaveUp, got {item:?}");
     };
@@ -231,25 +229,25 @@ fn accept_then_close_is_a_retryable_handshake_error() {
     assert!(
         matches!(
             error,
-            ConnectError::Handshake(
+            ConnectError::Upgrade(
                 tungstenite::Error::Protocol(ProtocolError::HandshakeIncomplete) | tungstenite::Error::Io(_)
             )
         ),
         "{error:?}"
     );
     assert!(error.is_retryable());
-    assert_eq!(classify(&last), Classification::Retry);
+    assert_eq!(DefaultClassifier.classify(&last), Classification::Retry);
     assert_eq!(last.close_code(), None);
     assert_eq!(events.names(), ["connecting", "connect-failed", "gave-up"]);
-    assert!(async_io::block_on(ws.next()).is_none());
+    assert!(support::block_on(ws.next()).is_none());
     assert_eq!(server.accepted(), 1);
 
     // Retried: three attempts, three accepts, then GaveUp.
     let events = Events::new();
     let mut ws = ReconnectingStream::<_, Message>::new(WsConnector::new(server.url()))
-        .with_retry(FixedDelay::new(ms(5)).max_attempts(3))
+        .with_retry(FixedDelay::new(ms(5)).with_max_attempts(3))
         .with_observer(events.observer());
-    let item = async_io::block_on(within(Duration::from_secs(5), ws.next())).expect("no outcome within 5 s");
+    let item = support::block_on(within(Duration::from_secs(5), ws.next())).expect("no outcome within 5 s");
     assert!(matches!(item, Some(Err(Error::GaveUp { attempts: 3, .. }))), "{item:?}");
     assert_eq!(events.connecting(), 3);
     assert_eq!(events.count(|e| matches!(e, Event::RetryScheduled { .. })), 2);
@@ -282,9 +280,7 @@ fn unanswered_upgrade_times_out_on_a_manual_clock_and_retries() {
         events.count(|e| {
             matches!(
                 e,
-                Event::ConnectFailed {
-                    failure: Failure::ConnectTimeout { .. }
-                }
+                Event::ConnectFailed { failure } if timed_out(failure).is_some()
             )
         })
     };
@@ -301,12 +297,12 @@ fn unanswered_upgrade_times_out_on_a_manual_clock_and_retries() {
             }
         }
     };
-    let outcome = async_io::block_on(within(
+    let outcome = support::block_on(within(
         Duration::from_secs(5),
         select(Box::pin(ws.next()), Box::pin(driver)),
     ));
     assert!(
-        matches!(outcome, Some(Either::Right(_))),
+        matches!(outcome, Ok(Either::Right(_))),
         "the stream yielded or the driver hung"
     );
     assert!(
@@ -319,9 +315,10 @@ fn unanswered_upgrade_times_out_on_a_manual_clock_and_retries() {
         .iter()
         .map(|event| match event {
             Event::Connecting { attempt } => format!("connecting {attempt}"),
-            Event::ConnectFailed {
-                failure: Failure::ConnectTimeout { attempt, after },
-            } => format!("timeout {attempt} {after:?}"),
+            Event::ConnectFailed { failure } if timed_out(failure).is_some() => {
+                let (attempt, after) = timed_out(failure).unwrap_or_default();
+                format!("timeout {attempt} {after:?}")
+            }
             Event::RetryScheduled { attempt, delay, .. } => format!("retry {attempt} {delay:?}"),
             other => format!("{other:?}"),
         })
@@ -342,16 +339,16 @@ fn unanswered_upgrade_times_out_on_a_manual_clock_and_retries() {
         "{seen:?}"
     );
     let failure = events.first_connect_failure().unwrap();
-    assert_eq!(classify(&failure), Classification::Retry);
+    assert_eq!(DefaultClassifier.classify(&failure), Classification::Retry);
     assert_eq!(server.accepted(), 2);
     // The abandoned attempts were dropped: the server sees both sockets close.
     drop(ws);
-    let closed = async_io::block_on(within(Duration::from_secs(2), async {
+    let closed = support::block_on(within(Duration::from_secs(2), async {
         while server.log().len() < 2 {
             Timer::after(ms(5)).await;
         }
     }));
-    assert!(closed.is_some(), "abandoned attempts still open: {:?}", server.log());
+    assert!(closed.is_ok(), "abandoned attempts still open: {:?}", server.log());
 }
 
 /// The same on real time, short: `GaveUp` carrying `ConnectTimeout` after about the timeout.
@@ -363,10 +360,10 @@ fn unanswered_upgrade_times_out_on_real_time() {
         .with_retry(NoRetry)
         .with_connect_timeout(ms(100));
     let started = Instant::now();
-    let item = async_io::block_on(within(Duration::from_secs(5), ws.next())).expect("no outcome within 5 s");
+    let item = support::block_on(within(Duration::from_secs(5), ws.next())).expect("no outcome within 5 s");
     let elapsed = started.elapsed();
     assert!(
-        matches!(&item, Some(Err(Error::GaveUp { last: Failure::ConnectTimeout { attempt: 1, after }, .. })) if *after == ms(100)),
+        matches!(&item, Some(Err(Error::GaveUp { last, .. })) if timed_out(last) == Some((1, ms(100)))),
         "{item:?}"
     );
     assert!(elapsed >= ms(100) && elapsed < Duration::from_secs(1), "{elapsed:?}");
@@ -388,11 +385,11 @@ fn assert_bad_bytes_reconnect(
     let events = Events::new();
     let mut builder = WsConnector::builder(server.url());
     if let Some(config) = config {
-        builder = builder.websocket_config(config);
+        builder = builder.with_websocket_config(config);
     }
     let mut ws = ws_stream(builder.build(), &events);
-    let item = async_io::block_on(within(Duration::from_secs(5), ws.next()))
-        .unwrap_or_else(|| panic!("{label}: no item within 5 s; events {:?}", events.names()));
+    let item = support::block_on(within(Duration::from_secs(5), ws.next()))
+        .unwrap_or_else(|_| panic!("{label}: no item within 5 s; events {:?}", events.names()));
     assert!(
         matches!(&item, Some(Ok(Message::Text(text))) if text.as_str() == "ok"),
         "{label}: {item:?}"
@@ -416,14 +413,14 @@ fn assert_bad_bytes_reconnect(
         "{label}: {reason:?}"
     );
     assert_eq!(reason.close_code(), Some(code), "{label}: {reason:?}");
-    assert_eq!(classify(&reason), Classification::Retry, "{label}");
+    assert_eq!(DefaultClassifier.classify(&reason), Classification::Retry, "{label}");
     let error = reason
         .downcast_ref::<ConnectionError>()
         .expect("a typed ConnectionError");
     assert_eq!(error.close_code(), Some(code), "{label}");
     println!("{label}: {error:?} -> close code {code}");
-    let closed = async_io::block_on(within(Duration::from_secs(2), ws.close()));
-    assert!(matches!(closed, Some(Ok(()))), "{label}: close {closed:?}");
+    let closed = support::block_on(within(Duration::from_secs(2), ws.close()));
+    assert!(matches!(closed, Ok(Ok(()))), "{label}: close {closed:?}");
     // Rebuild the error for the caller's own checks (ConnectionError is not Clone).
     match error {
         ConnectionError::Protocol(inner) => ConnectionError::Protocol(clone_tungstenite(inner)),
@@ -576,7 +573,7 @@ fn close_code_1005_on_the_wire_ends_as_fatal_1002() {
     let server = closing_then_ok_server(frame(0x88, &[0x03, 0xED], None), false);
     let events = Events::new();
     let mut ws = ws_stream(WsConnector::new(server.url()), &events);
-    let item = async_io::block_on(within(Duration::from_secs(5), ws.next())).expect("no outcome within 5 s");
+    let item = support::block_on(within(Duration::from_secs(5), ws.next())).expect("no outcome within 5 s");
     println!("close 1005 on the wire: {item:?}");
     let Some(Err(Error::Fatal { cause, .. })) = item else {
         panic!("expected Fatal, got {item:?}");
@@ -590,7 +587,7 @@ fn close_code_1005_on_the_wire_ends_as_fatal_1002() {
     );
     assert_eq!(cause.close_code(), Some(1002));
     assert_eq!(events.names(), ["connecting", "connected", "disconnected", "gave-up"]);
-    assert!(async_io::block_on(ws.next()).is_none());
+    assert!(support::block_on(ws.next()).is_none());
     assert_eq!(server.accepted(), 1);
 }
 
@@ -608,9 +605,9 @@ fn server_close_then_holding_tcp_open_reconnects() {
     let server = closing_then_ok_server(frame(0x88, &[0x03, 0xE9], None), true);
     let events = Events::new();
     let mut ws = ws_stream(WsConnector::new(server.url()), &events);
-    let item = async_io::block_on(within(Duration::from_secs(10), ws.next()));
+    let item = support::block_on(within(Duration::from_secs(10), ws.next()));
     assert!(
-        matches!(&item, Some(Some(Ok(Message::Text(t)))) if t.as_str() == "ok"),
+        matches!(&item, Ok(Some(Ok(Message::Text(t)))) if t.as_str() == "ok"),
         "{item:?}; events {:?}",
         events.names()
     );
@@ -639,7 +636,7 @@ fn rss_growth_of(
     let peak_in = Arc::clone(&peak);
     let events = Events::new();
     let mut ws = ws_stream(
-        WsConnector::builder(server.url()).websocket_config(config).build(),
+        WsConnector::builder(server.url()).with_websocket_config(config).build(),
         &events,
     )
     .with_observer(move |event: &Event| {
@@ -648,7 +645,7 @@ fn rss_growth_of(
         }
     });
     let before = rss();
-    let item = async_io::block_on(within(Duration::from_secs(10), ws.next())).expect("no item within 10 s");
+    let item = support::block_on(within(Duration::from_secs(10), ws.next())).expect("no item within 10 s");
     assert!(
         matches!(&item, Some(Ok(Message::Text(t))) if t.as_str() == "ok"),
         "{label}: {item:?}"
@@ -658,7 +655,7 @@ fn rss_growth_of(
     assert!(expected(error), "{label}: {error:?}");
     assert_eq!(error.close_code(), Some(1009), "{label}");
     assert_eq!(reason.close_code(), Some(1009), "{label}");
-    assert_eq!(classify(&reason), Classification::Retry, "{label}");
+    assert_eq!(DefaultClassifier.classify(&reason), Classification::Retry, "{label}");
     let growth = peak.load(Ordering::SeqCst).saturating_sub(before);
     println!("{label}: {error:?}; RSS growth at the failure {} KiB", growth / 1024);
     drop(bad);
@@ -759,8 +756,8 @@ fn drive_until<C>(
             "condition not reached; state {:?}",
             ws.state()
         );
-        let item = async_io::block_on(within(ms(5), ws.next()));
-        assert!(item.is_none(), "unexpected item {item:?}");
+        let item = support::block_on(within(ms(5), ws.next()));
+        assert!(item.is_err(), "unexpected item {item:?}");
     }
 }
 
@@ -771,7 +768,7 @@ where
     C: stream_tungstenite::Connect,
 {
     let started = Instant::now();
-    let result = async_io::block_on(within(Duration::from_secs(5), ws.close())).expect("close() hung for 5 s");
+    let result = support::block_on(within(Duration::from_secs(5), ws.close())).expect("close() hung for 5 s");
     let took = started.elapsed();
     assert!(took < limit, "close() took {took:?}");
     println!("close() returned in {took:?}: {result:?}");
@@ -787,7 +784,7 @@ where
     let accepted = server.map(Server::accepted);
     let connecting = events.connecting();
     assert_eq!(ws.state(), ConnectionState::Closed);
-    assert!(async_io::block_on(within(ms(300), ws.next()))
+    assert!(support::block_on(within(ms(300), ws.next()))
         .expect("next() after close hangs")
         .is_none());
     std::thread::sleep(ms(300));
@@ -808,7 +805,7 @@ fn close_during_connect_returns_promptly() {
     let server = silent_server();
     let events = Events::new();
     let mut ws = ws_stream(WsConnector::new(server.url()), &events);
-    async_io::block_on(ws.feed(Message::text("queued"))).unwrap();
+    support::block_on(ws.feed(Message::text("queued"))).unwrap();
     drive_until(&mut ws, |_| server.accepted() == 1);
     assert!(
         matches!(ws.state(), ConnectionState::Connecting { attempt: 1 }),
@@ -883,11 +880,13 @@ fn close_during_handshake_returns_promptly() {
     let _serial = serial();
     let server = auth_server(None);
     let events = Events::new();
-    let connector = ConnectorBuilder::new(WsConnector::new(server.url())).layer(
-        AuthHandshaker::token("t0ken")
-            .accept_when(|m| m.to_text().is_ok_and(|t| t == "auth_ok"))
-            .timeout(Duration::from_secs(30)),
-    );
+    let connector = ConnectorBuilder::new(WsConnector::new(server.url()))
+        .layer(
+            AuthHandshaker::token("t0ken")
+                .with_accept(|m| m.to_text().is_ok_and(|t| t == "auth_ok"))
+                .with_timeout(Duration::from_secs(30)),
+        )
+        .build();
     let mut ws = ReconnectingStream::<_, Message>::new(connector)
         .with_retry(FixedDelay::new(ms(10)))
         .with_observer(events.observer());
@@ -918,15 +917,17 @@ fn invalid_frame_during_handshake_retries() {
     let _serial = serial();
     let server = auth_server(Some(frame(0xF1, b"auth_ok", None)));
     let events = Events::new();
-    let connector = ConnectorBuilder::new(WsConnector::new(server.url())).layer(
-        AuthHandshaker::token("t0ken")
-            .accept_when(|m| m.to_text().is_ok_and(|t| t == "auth_ok"))
-            .timeout(Duration::from_secs(30)),
-    );
+    let connector = ConnectorBuilder::new(WsConnector::new(server.url()))
+        .layer(
+            AuthHandshaker::token("t0ken")
+                .with_accept(|m| m.to_text().is_ok_and(|t| t == "auth_ok"))
+                .with_timeout(Duration::from_secs(30)),
+        )
+        .build();
     let mut ws = ReconnectingStream::<_, Message>::new(connector)
-        .with_retry(FixedDelay::new(ms(10)).max_attempts(2))
+        .with_retry(FixedDelay::new(ms(10)).with_max_attempts(2))
         .with_observer(events.observer());
-    let item = async_io::block_on(within(Duration::from_secs(5), ws.next())).expect("no outcome");
+    let item = support::block_on(within(Duration::from_secs(5), ws.next())).expect("no outcome");
     let failure = events
         .events()
         .into_iter()
@@ -1063,13 +1064,16 @@ fn run_case(fuzz: &FuzzServer, payload: Vec<u8>, stats: &Mutex<BTreeMap<String, 
     let config = WebSocketConfig::default()
         .max_message_size(Some(1 << 20))
         .max_frame_size(Some(1 << 20));
-    let mut ws =
-        ReconnectingStream::<_, Message>::new(WsConnector::builder(fuzz.server.url()).websocket_config(config).build())
-            .with_retry(Immediate::new().max_attempts(4))
-            .with_close_timeout(Duration::from_secs(1))
-            .with_observer(events.observer());
+    let mut ws = ReconnectingStream::<_, Message>::new(
+        WsConnector::builder(fuzz.server.url())
+            .with_websocket_config(config)
+            .build(),
+    )
+    .with_retry(Immediate::new().with_max_attempts(4))
+    .with_close_timeout(Duration::from_secs(1))
+    .with_observer(events.observer());
     let mut items = 0usize;
-    let outcome = async_io::block_on(within(Duration::from_secs(10), async {
+    let outcome = support::block_on(within(Duration::from_secs(10), async {
         loop {
             match ws.next().await {
                 Some(Ok(Message::Text(text))) if text.as_str() == SENTINEL && ws.generation() >= 2 => {
@@ -1081,7 +1085,7 @@ fn run_case(fuzz: &FuzzServer, payload: Vec<u8>, stats: &Mutex<BTreeMap<String, 
             }
         }
     }));
-    let Some(outcome) = outcome else {
+    let Ok(outcome) = outcome else {
         return Err(TestCaseError::fail(format!("hung; events {:?}", events.names())));
     };
     // Every failure is typed: a ConnectionError (or the end of the stream) on the lost connection.
@@ -1111,14 +1115,14 @@ fn run_case(fuzz: &FuzzServer, payload: Vec<u8>, stats: &Mutex<BTreeMap<String, 
         Ok(kind) if kind == "reconnected" => kind.clone(),
         Ok(other) => return Err(TestCaseError::fail(format!("{other}; events {:?}", events.names()))),
         Err(Error::Fatal { cause, .. }) => {
-            prop_assert_eq!(classify(cause), Classification::Fatal);
+            prop_assert_eq!(DefaultClassifier.classify(cause), Classification::Fatal);
             let code = cause.close_code();
             prop_assert!(
                 code.is_some_and(|c| stream_tungstenite::ws::FATAL_CLOSE_CODES.contains(&c)),
                 "fatal without a fatal close code: {:?}",
                 cause
             );
-            prop_assert!(async_io::block_on(ws.next()).is_none());
+            prop_assert!(support::block_on(ws.next()).is_none());
             "fatal".to_owned()
         }
         Err(error) => {
@@ -1128,8 +1132,8 @@ fn run_case(fuzz: &FuzzServer, payload: Vec<u8>, stats: &Mutex<BTreeMap<String, 
             )))
         }
     };
-    let closed = async_io::block_on(within(Duration::from_secs(3), ws.close()));
-    prop_assert!(closed.is_some(), "close() hung");
+    let closed = support::block_on(within(Duration::from_secs(3), ws.close()));
+    prop_assert!(closed.is_ok(), "close() hung");
     *stats
         .lock()
         .unwrap()

@@ -19,7 +19,7 @@ use std::time::Duration;
 use futures::{Sink, Stream};
 use futures_test::task::noop_waker;
 use proptest::prelude::*;
-use stream_tungstenite::retry::{ExponentialBackoff, Jitter};
+use stream_tungstenite::retry::{ExponentialBackoff, Jitter, Limited};
 use stream_tungstenite::time::ManualClock;
 use stream_tungstenite::{Event, ReconnectingStream};
 use support::{Inbound, Outcome, Plan, Recorder, Script};
@@ -215,9 +215,9 @@ proptest! {
         let script = Script::new(outcomes).then_always(Outcome::Open(Plan::healthy()));
         let clock = ManualClock::new();
         let events = Recorder::new();
-        let mut policy = ExponentialBackoff::new(INITIAL, MAX).jitter(Jitter::None);
+        let mut policy = Limited::new(ExponentialBackoff::new(INITIAL, MAX).with_jitter(Jitter::None));
         if let Some(max) = max_attempts {
-            policy = policy.max_attempts(max);
+            policy = policy.with_max_attempts(max);
         }
         let stream = ReconnectingStream::new(script.clone())
             .with_timer(clock.clone())

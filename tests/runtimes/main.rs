@@ -7,8 +7,8 @@
 //! flushed connection, not end to end. So, as a real application would, the client sends a number again when
 //! the connection generation changes while it waits for that number's echo.
 
-#[path = "../support/lockstep.rs"]
-mod lockstep;
+#[path = "../support/mod.rs"]
+mod support;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,6 +20,7 @@ use async_tungstenite::tungstenite;
 use futures::{SinkExt, StreamExt};
 use stream_tungstenite::retry::ExponentialBackoff;
 use stream_tungstenite::ReconnectingStream;
+use support::lockstep;
 
 const MESSAGES: u32 = 200;
 const DROP_EVERY: usize = 25;
@@ -90,22 +91,27 @@ async fn scenario() {
     assert!(conn.next().await.is_none());
 }
 
+/// The scenario, failing instead of hanging (the bound's timer is async-io's: it works on every runtime).
+async fn bounded(scenario: impl std::future::Future<Output = ()>) {
+    support::within(support::LIMIT, scenario).await.expect("the scenario");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokio_multi_thread() {
-    scenario().await;
+    bounded(scenario()).await;
 }
 
 #[async_std::test]
 async fn async_std() {
-    scenario().await;
+    bounded(scenario()).await;
 }
 
 #[test]
 fn smol() {
-    smol::block_on(scenario());
+    smol::block_on(bounded(scenario()));
 }
 
 #[test]
 fn futures_executor() {
-    futures::executor::block_on(scenario());
+    futures::executor::block_on(bounded(scenario()));
 }

@@ -1,6 +1,6 @@
 //! Soak: a client riding out random network faults for a long time, every message accounted for.
 //!
-//! A `ReconnectingStream` over [`stream_tungstenite::connect`], with a `HeartbeatLayer` (so a half-open path is
+//! A `ReconnectingStream` over [`stream_tungstenite::connect`], with a `Heartbeat hook` (so a half-open path is
 //! detected) and a fast `ExponentialBackoff`, talks through the loopback fault proxy (tests/support/proxy.rs) to
 //! a local echo server that records every number it receives. The client sends a numbered sequence
 //! continuously (at most [`WINDOW`] numbers awaiting their echo) and reads the echoes, the two halves of a
@@ -32,33 +32,29 @@
 //! defaults to 60). `soak_short` runs the same code for 8 s in the quick suite. `SOAK_SEED` sets the fault
 //! schedule's seed (default: random, printed).
 
-#[path = "../support/proxy.rs"]
-mod proxy;
-#[path = "../support/serial.rs"]
-mod serial;
-#[path = "../support/server.rs"]
-mod server;
+#[path = "../support/mod.rs"]
+mod support;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
-use async_io::Timer;
 use futures::channel::{mpsc, oneshot};
 use futures::future::{self, select, Either};
 use futures::{Sink, SinkExt, Stream, StreamExt};
-use proxy::{Cut, Direction, Proxy};
-use serial::{ms, serial};
-use stream_tungstenite::extension::HeartbeatLayer;
+use stream_tungstenite::extension::Heartbeat;
 use stream_tungstenite::layer::ConnectorBuilder;
 use stream_tungstenite::retry::ExponentialBackoff;
 use stream_tungstenite::tungstenite::Message;
 use stream_tungstenite::{connect, BoxError, Connect, Error, Event, ReconnectingStream};
+use support::proxy::{Cut, Direction, Proxy};
+use support::serial::{ms, serial};
+use support::server;
+use support::within;
 
 /// Numbers awaiting their echo, at most.
 const WINDOW: usize = 64;
@@ -120,15 +116,6 @@ fn env_u64(name: &str) -> Option<u64> {
             .parse()
             .unwrap_or_else(|_| panic!("{name}={value:?} is not a number")),
     )
-}
-
-/// `fut`'s output, or `None` if `limit` (real time) passes first.
-async fn within<T>(limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
-    futures::pin_mut!(fut);
-    match select(fut, Timer::after(limit)).await {
-        Either::Left((value, _)) => Some(value),
-        Either::Right(_) => None,
-    }
 }
 
 fn number(message: &Message) -> Option<u32> {
@@ -637,7 +624,7 @@ impl<W: Sink<Message, Error = Error> + Unpin> Writer<'_, W> {
         .await;
         let pending = self.book.pending.borrow().len();
         assert!(
-            drained.is_some(),
+            drained.is_ok(),
             "{pending} numbers still without an echo {DRAIN_BOUND:?} after the faults stopped"
         );
 
@@ -651,7 +638,7 @@ impl<W: Sink<Message, Error = Error> + Unpin> Writer<'_, W> {
             }
         })
         .await;
-        assert!(disconnected.is_some(), "the final cut was not noticed");
+        assert!(disconnected.is_ok(), "the final cut was not noticed");
         for _ in 0..HANDBACK {
             let n = self.book.next.get();
             self.book.next.set(n + 1);
@@ -725,7 +712,8 @@ fn soak(secs: u64, seed: u64) {
         }
     };
     let mut layered = ConnectorBuilder::new(move || connect(url.clone()))
-        .layer(HeartbeatLayer::new(HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT));
+        .hook(Heartbeat::new(HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT))
+        .build();
     let connector = {
         let audit = Arc::clone(&audit);
         move || {
@@ -736,7 +724,7 @@ fn soak(secs: u64, seed: u64) {
     };
     let ws = Box::pin(
         ReconnectingStream::<_, Message>::new(connector)
-            .with_retry(ExponentialBackoff::new(BACKOFF_INITIAL, BACKOFF_MAX).seed(seed))
+            .with_retry(ExponentialBackoff::new(BACKOFF_INITIAL, BACKOFF_MAX).with_seed(seed))
             .with_stable_after(Duration::from_secs(1))
             .with_connect_timeout(Duration::from_secs(2))
             .with_close_timeout(Duration::from_secs(2))
@@ -779,11 +767,11 @@ fn soak(secs: u64, seed: u64) {
         };
         let hang_bound = Duration::from_secs(secs) + RECOVERY_BOUND + DRAIN_BOUND + Duration::from_secs(30);
         let finished = async_io::block_on(within(hang_bound, client));
-        if finished.is_none() {
+        if finished.is_err() {
             abort.store(true, Ordering::SeqCst);
         }
         let faults = injector.join().expect("the fault thread panicked");
-        assert!(finished.is_some(), "the client hung (seed {seed}; faults: {faults:?})");
+        assert!(finished.is_ok(), "the client hung (seed {seed}; faults: {faults:?})");
         faults
     });
     let faults = faults.unwrap_or_else(|error| panic!("seed {seed}: {error}"));

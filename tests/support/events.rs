@@ -3,13 +3,14 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use stream_tungstenite::{Event, Failure};
 
-/// An observer that records every event; clones share the record.
+/// An observer that records every event, with when it came; clones share the record.
 #[derive(Debug, Clone, Default)]
 pub struct Recorder {
-    events: Arc<Mutex<Vec<Event>>>,
+    events: Arc<Mutex<Vec<(Instant, Event)>>>,
 }
 
 impl Recorder {
@@ -20,10 +21,15 @@ impl Recorder {
     /// An observer feeding this recorder.
     pub fn observer(&self) -> impl FnMut(&Event) + Send + 'static {
         let events = Arc::clone(&self.events);
-        move |event: &Event| events.lock().unwrap().push(event.clone())
+        move |event: &Event| events.lock().unwrap().push((Instant::now(), event.clone()))
     }
 
     pub fn events(&self) -> Vec<Event> {
+        self.timed().into_iter().map(|(_, event)| event).collect()
+    }
+
+    /// Every event with the instant it was observed.
+    pub fn timed(&self) -> Vec<(Instant, Event)> {
         self.events.lock().unwrap().clone()
     }
 

@@ -2,10 +2,8 @@
 //! close frames, pings, the close handshake, TLS with a custom root, and the connector builder. Echo and
 //! drop scenarios run under tokio, async-std and smol.
 
-#[path = "../support/lockstep.rs"]
-mod lockstep;
-#[path = "../support/server.rs"]
-mod server;
+#[path = "../support/mod.rs"]
+mod support;
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -19,6 +17,7 @@ use stream_tungstenite::time::ManualClock;
 use stream_tungstenite::tungstenite::Message;
 use stream_tungstenite::ws::{ConnectError, ConnectionError, WsConnector};
 use stream_tungstenite::{connect, Error, Event, Failure, ReconnectingStream};
+use support::{lockstep, server};
 
 fn events() -> (Arc<Mutex<Vec<Event>>>, impl FnMut(&Event) + Send + 'static) {
     let log = Arc::new(Mutex::new(Vec::new()));
@@ -76,32 +75,40 @@ async fn drop_scenario() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_on_tokio() {
-    echo_scenario().await;
+    support::within(support::LIMIT, echo_scenario())
+        .await
+        .expect("the echo scenario");
 }
 
 #[async_std::test]
 async fn echo_on_async_std() {
-    echo_scenario().await;
+    support::within(support::LIMIT, echo_scenario())
+        .await
+        .expect("the echo scenario");
 }
 
 #[test]
 fn echo_on_smol() {
-    smol::block_on(echo_scenario());
+    support::block_on(echo_scenario());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_on_tokio() {
-    drop_scenario().await;
+    support::within(support::LIMIT, drop_scenario())
+        .await
+        .expect("the drop scenario");
 }
 
 #[async_std::test]
 async fn drop_on_async_std() {
-    drop_scenario().await;
+    support::within(support::LIMIT, drop_scenario())
+        .await
+        .expect("the drop scenario");
 }
 
 #[test]
 fn drop_on_smol() {
-    smol::block_on(drop_scenario());
+    support::block_on(drop_scenario());
 }
 
 /// The stream and the sink of one connection on two tasks of a multi-threaded runtime, with enough data in
@@ -156,13 +163,13 @@ fn a_connection_is_send_and_sync() {
 fn a_connection_over_a_stream_of_your_own() {
     use async_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame, Role, WebSocketConfig};
     use stream_tungstenite::ws::WsConnection;
-    smol::block_on(async {
+    support::block_on(async {
         let (client, server) = std::os::unix::net::UnixStream::pair().unwrap();
         let client = async_io::Async::new(client).unwrap();
         let server = async_io::Async::new(server).unwrap();
         let mut server = async_tungstenite::WebSocketStream::from_raw_socket(server, Role::Server, None).await;
         let mut connection = WsConnection::from_raw_socket(client, WebSocketConfig::default());
-        assert!(connection.transport().tcp().is_none());
+        assert!(connection.tcp_stream().is_none());
 
         connection.send(Message::text("ping?")).await.unwrap();
         assert_eq!(server.next().await.unwrap().unwrap(), ServerMessage::text("ping?"));
@@ -204,9 +211,9 @@ fn upgrade_rejected_with_401_403_404_is_fatal_at_once() {
         let server = server::rejecting_server(status, reason, "");
         let url = server.url();
         let mut ws = ReconnectingStream::new(move || connect(url.clone()));
-        let error = smol::block_on(ws.next()).unwrap().unwrap_err();
+        let error = support::block_on(ws.next()).unwrap().unwrap_err();
         assert_eq!(fatal_connect_error(error), status);
-        assert!(smol::block_on(ws.next()).is_none());
+        assert!(support::block_on(ws.next()).is_none());
         assert_eq!(server.accepted(), 1, "HTTP {status} must not be retried");
     }
 }
@@ -219,8 +226,10 @@ fn first_delay(server: &server::Server) -> (Duration, Failure) {
     let mut ws: ReconnectingStream<_, Message> = ReconnectingStream::new(move || connect(url.clone()))
         .with_timer(clock)
         .with_observer(observer)
-        .with_retry(ExponentialBackoff::new(Duration::from_millis(100), Duration::from_secs(10)).jitter(Jitter::None));
-    smol::block_on(futures::future::poll_fn(|cx| {
+        .with_retry(
+            ExponentialBackoff::new(Duration::from_millis(100), Duration::from_secs(10)).with_jitter(Jitter::None),
+        );
+    support::block_on(futures::future::poll_fn(|cx| {
         let _ = Pin::new(&mut ws).poll_next(cx);
         if delays(&log).is_empty() {
             Poll::Pending
@@ -286,7 +295,7 @@ fn a_refused_tcp_connection_is_retried() {
 fn an_invalid_url_is_fatal() {
     for url in ["http://127.0.0.1:1/", "not a url", "ws:///nohost"] {
         let mut ws = ReconnectingStream::new(move || connect(url));
-        let error = smol::block_on(ws.next()).unwrap().unwrap_err();
+        let error = support::block_on(ws.next()).unwrap().unwrap_err();
         assert!(error.is_fatal(), "{url}: {error:?}");
         let cause = error.failure().unwrap().downcast_ref::<ConnectError>().unwrap();
         assert!(matches!(cause, ConnectError::InvalidUrl { .. }), "{url}: {cause:?}");
@@ -304,8 +313,10 @@ fn a_server_close_with_1012_is_an_event_with_its_code_and_reconnects() {
     let mut ws: ReconnectingStream<_, Message> = ReconnectingStream::new(move || connect(url.clone()))
         .with_timer(clock.clone())
         .with_observer(observer)
-        .with_retry(ExponentialBackoff::new(Duration::from_millis(100), Duration::from_secs(1)).jitter(Jitter::None));
-    smol::block_on(futures::future::poll_fn(|cx| {
+        .with_retry(
+            ExponentialBackoff::new(Duration::from_millis(100), Duration::from_secs(1)).with_jitter(Jitter::None),
+        );
+    support::block_on(futures::future::poll_fn(|cx| {
         let _ = Pin::new(&mut ws).poll_next(cx);
         if server.accepted() >= 2 && ws.generation() >= 2 {
             return Poll::Ready(());
@@ -336,7 +347,7 @@ fn a_server_close_with_1008_policy_violation_is_fatal() {
     let server = server::closing_server(1008, false);
     let url = server.url();
     let mut ws = ReconnectingStream::new(move || connect(url.clone()));
-    let error = smol::block_on(ws.next()).unwrap().unwrap_err();
+    let error = support::block_on(ws.next()).unwrap().unwrap_err();
     assert!(error.is_fatal());
     assert_eq!(error.failure().unwrap().close_code(), Some(1008));
     assert_eq!(server.accepted(), 1);
@@ -350,7 +361,7 @@ fn a_dropped_tcp_connection_reports_close_code_1006() {
     let mut ws = ReconnectingStream::new(move || connect(url.clone()))
         .with_observer(observer)
         .with_retry(NoRetry);
-    smol::block_on(async {
+    support::block_on(async {
         ws.send(Message::text("x")).await.unwrap();
         assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("x"));
         assert!(ws.next().await.unwrap().is_err(), "NoRetry: the drop ends the stream");
@@ -384,7 +395,7 @@ fn server_pings_are_answered_while_the_client_only_reads() {
     });
     let url = server.url();
     let mut ws = ReconnectingStream::new(move || connect(url.clone()));
-    smol::block_on(async {
+    support::block_on(async {
         loop {
             match ws.next().await.unwrap().unwrap() {
                 Message::Text(text) if text == "got pong" => break,
@@ -419,7 +430,7 @@ fn close_performs_the_websocket_close_handshake() {
     let url = server.url();
     // A manual clock never advanced: close can only finish through the server's reply, not the timeout.
     let mut ws = ReconnectingStream::new(move || connect(url.clone())).with_timer(ManualClock::new());
-    smol::block_on(async {
+    support::block_on(async {
         ws.send(Message::text("bye")).await.unwrap();
         ws.close().await.unwrap();
         assert!(ws.next().await.is_none());
@@ -435,9 +446,9 @@ fn close_performs_the_websocket_close_handshake() {
 fn wss_with_a_self_signed_certificate_trusted_through_a_custom_root() {
     let (server, cert) = server::tls_echo_server();
     let url = format!("wss://localhost:{}/", server.addr.port());
-    let connector = WsConnector::builder(url).add_root_certificate(cert).build();
+    let connector = WsConnector::builder(url).with_root_certificate(cert).build();
     let mut ws = ReconnectingStream::new(connector);
-    smol::block_on(async {
+    support::block_on(async {
         ws.send(Message::text("over tls")).await.unwrap();
         assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("over tls"));
     });
@@ -448,7 +459,7 @@ fn wss_with_an_untrusted_certificate_is_fatal_at_once() {
     let (server, _) = server::tls_echo_server();
     let url = format!("wss://localhost:{}/", server.addr.port());
     let mut ws = ReconnectingStream::new(move || connect(url.clone()));
-    let error = smol::block_on(ws.next()).unwrap().unwrap_err();
+    let error = support::block_on(ws.next()).unwrap().unwrap_err();
     assert!(error.is_fatal(), "{error:?}");
     let cause = error.failure().unwrap().downcast_ref::<ConnectError>().unwrap();
     assert!(cause.is_certificate_error(), "{cause:?}");
@@ -472,14 +483,14 @@ fn the_header_provider_is_called_per_attempt_and_its_token_used_on_the_next_dial
     let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let tokens = Arc::clone(&counter);
     let connector = WsConnector::builder(server.url())
-        .header("x-static", "yes")
-        .header_provider(move || {
+        .with_header("x-static", "yes")
+        .with_header_provider(move || {
             let n = tokens.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let mut headers = stream_tungstenite::tungstenite::http::HeaderMap::new();
             headers.insert("authorization", format!("Bearer token-{n}").parse().unwrap());
             headers
         })
-        .subprotocol("feed.v2")
+        .with_subprotocol("feed.v2")
         .build();
     assert!(
         !format!("{connector:?}").contains("Bearer"),
@@ -489,7 +500,7 @@ fn the_header_provider_is_called_per_attempt_and_its_token_used_on_the_next_dial
         Duration::from_millis(1),
         Duration::from_millis(5),
     ));
-    smol::block_on(async {
+    support::block_on(async {
         for n in 0..2u64 {
             assert_eq!(ws.next().await.unwrap().unwrap(), Message::text(format!("hello {n}")));
             assert_eq!(ws.generation(), n + 1);
@@ -511,7 +522,7 @@ fn endpoints_are_rotated_on_failure() {
         format!("ws://{}/", listener.local_addr().unwrap())
     };
     let server = server::echo_server(None);
-    let connector = WsConnector::builder(dead).endpoint(server.url()).build();
+    let connector = WsConnector::builder(dead).with_endpoint(server.url()).build();
     let (log, observer) = events();
     let mut ws = ReconnectingStream::new(connector)
         .with_observer(observer)
@@ -519,7 +530,7 @@ fn endpoints_are_rotated_on_failure() {
             Duration::from_millis(1),
             Duration::from_millis(5),
         ));
-    smol::block_on(async {
+    support::block_on(async {
         ws.send(Message::text("hi")).await.unwrap();
         assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hi"));
     });
@@ -541,11 +552,11 @@ fn the_negotiated_subprotocol_is_readable() {
         while let Some(Ok(_)) = ws.next().await {}
     });
     let connector = WsConnector::builder(server.url())
-        .subprotocol("a.v1")
-        .subprotocol("b.v1")
+        .with_subprotocol("a.v1")
+        .with_subprotocol("b.v1")
         .build();
     let mut connector2 = connector.clone();
-    let connection = smol::block_on(stream_tungstenite::Connect::connect(&mut connector2)).unwrap();
+    let connection = support::block_on(stream_tungstenite::Connect::connect(&mut connector2)).unwrap();
     assert_eq!(connection.protocol(), Some("a.v1"));
 }
 
@@ -571,7 +582,7 @@ fn a_url_provider_is_asked_on_every_attempt() {
         Duration::from_millis(1),
         Duration::from_millis(5),
     ));
-    smol::block_on(async {
+    support::block_on(async {
         ws.send(Message::text("via provider")).await.unwrap();
         assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("via provider"));
     });
@@ -584,11 +595,11 @@ fn tcp_nodelay_is_on_and_keepalive_is_set_when_asked() {
     let server = server::echo_server(None);
     let mut plain = WsConnector::new(server.url());
     let mut keepalive = WsConnector::builder(server.url())
-        .tcp_keepalive(Duration::from_secs(30))
+        .with_tcp_keepalive(Duration::from_secs(30))
         .build();
     let options = |connector: &mut WsConnector| {
-        let connection = smol::block_on(stream_tungstenite::Connect::connect(connector)).unwrap();
-        let socket = socket2::SockRef::from(connection.transport().tcp().expect("a TCP connection").get_ref());
+        let connection = support::block_on(stream_tungstenite::Connect::connect(connector)).unwrap();
+        let socket = socket2::SockRef::from(connection.tcp_stream().expect("a TCP connection"));
         (socket.tcp_nodelay().unwrap(), socket.keepalive().unwrap())
     };
     assert_eq!(options(&mut plain), (true, false));

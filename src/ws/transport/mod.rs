@@ -1,24 +1,28 @@
-//! TCP (async-io) + TLS (rustls via futures-rustls): the byte stream under a WebSocket. No runtime named.
+//! The byte stream under a WebSocket: TCP (async-io) or TLS over TCP (rustls via futures-rustls), or a stream
+//! of the application's own; with a read-ahead buffer while busy, and the upgrade's response head kept
+//! apart. No runtime named.
+
+mod head;
+mod tcp;
+mod tls;
 
 use std::cell::Cell;
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use async_io::Async;
 use futures_io::{AsyncRead, AsyncWrite};
-use futures_rustls::rustls::{self, pki_types::ServerName, ClientConfig, RootCertStore};
-use tracing::trace;
 
-use super::error::ConnectError;
+use self::head::HeadScan;
+pub(crate) use self::tcp::{dial_tcp, Target, TcpOptions};
+pub(crate) use self::tls::{client_config, default_client_config, default_roots, handshake_tls};
 
-/// The byte stream under a [`WsConnection`](super::WsConnection): plain TCP or TLS over TCP, or a stream of
-/// the application's own ([`WsConnection::from_raw_socket`](super::WsConnection::from_raw_socket)).
+/// The byte stream under a [`WsConnection`](crate::WsConnection): plain TCP or TLS over TCP, or a stream of
+/// the application's own ([`WsConnection::from_raw_socket`](crate::WsConnection::from_raw_socket)).
 #[non_exhaustive]
-pub enum MaybeTlsStream {
+pub(crate) enum MaybeTlsStream {
     /// `ws://`.
     Plain(Async<TcpStream>),
     /// `wss://`.
@@ -27,9 +31,9 @@ pub enum MaybeTlsStream {
     Other(Box<dyn RawStream>),
 }
 
-/// A byte stream a [`WsConnection`](super::WsConnection) can run on: anything `AsyncRead + AsyncWrite + Send +
+/// A byte stream a [`WsConnection`](crate::WsConnection) can run on: anything `AsyncRead + AsyncWrite + Send +
 /// Sync + Unpin` (`Sync` so that a connection stays `Sync` whatever it runs on).
-pub trait RawStream: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static {}
+pub(crate) trait RawStream: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static {}
 
 impl<S: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static> RawStream for S {}
 
@@ -45,7 +49,7 @@ impl std::fmt::Debug for MaybeTlsStream {
 
 impl MaybeTlsStream {
     /// The TCP socket, unless the stream is [`Other`](Self::Other).
-    pub fn tcp(&self) -> Option<&Async<TcpStream>> {
+    pub(crate) fn tcp(&self) -> Option<&Async<TcpStream>> {
         match self {
             Self::Plain(tcp) => Some(tcp),
             Self::Tls(tls) => Some(tls.get_ref().0),
@@ -102,7 +106,7 @@ impl AsyncWrite for MaybeTlsStream {
     }
 }
 
-/// The byte stream a [`WsConnection`](super::WsConnection) runs on: a [`MaybeTlsStream`] that, during the
+/// The byte stream a [`WsConnection`](crate::WsConnection) runs on: a [`MaybeTlsStream`] that, during the
 /// upgrade, hands the handshake no byte past the end of a `101` response's head.
 ///
 /// Why: tungstenite keeps any bytes read past the response head and builds its read buffer from them, and a
@@ -113,7 +117,7 @@ impl AsyncWrite for MaybeTlsStream {
 ///
 /// [`WebSocketConfig::read_buffer_size`]: async_tungstenite::tungstenite::protocol::WebSocketConfig::read_buffer_size
 #[derive(Debug)]
-pub struct Transport {
+pub(crate) struct Transport {
     inner: MaybeTlsStream,
     /// While the response head is being read: what has been seen of it.
     head: Option<HeadScan>,
@@ -159,50 +163,6 @@ fn give_back(buffer: Vec<u8>) {
     }
 }
 
-/// Finds the end of an HTTP response head, only for a `101 Switching Protocols` (other responses keep their
-/// body as tungstenite reads it, for the error).
-#[derive(Debug, Default)]
-struct HeadScan {
-    /// The first bytes, up to the status code.
-    start: Vec<u8>,
-    /// The last bytes seen, to find `\r\n\r\n` (or `\n\n`) across reads.
-    tail: [u8; 3],
-}
-
-/// `HTTP/1.1 101` is 12 bytes.
-const STATUS_END: usize = 12;
-
-impl HeadScan {
-    /// Scans `bytes`, just read; returns how many belong to the head if its end is among them.
-    fn end_in(&mut self, bytes: &[u8]) -> Option<usize> {
-        for (i, &byte) in bytes.iter().enumerate() {
-            if self.start.len() < STATUS_END {
-                self.start.push(byte);
-            }
-            let [a, b, c] = self.tail;
-            let end = (c == b'\n' && byte == b'\n') || (a == b'\r' && b == b'\n' && c == b'\r' && byte == b'\n');
-            self.tail = [b, c, byte];
-            if end {
-                return Some(i + 1);
-            }
-        }
-        None
-    }
-
-    /// Whether the response is (still possibly) a `101`: only then is the head's end guarded.
-    fn may_switch(&self) -> bool {
-        let start = &self.start[..];
-        let version_end = start.iter().position(|&b| b == b' ');
-        match version_end {
-            None => true,
-            Some(space) => {
-                let code = &start[space + 1..];
-                b"101".starts_with(&code[..code.len().min(3)])
-            }
-        }
-    }
-}
-
 impl Transport {
     /// `inner`, ready for the upgrade.
     pub(crate) fn new(inner: MaybeTlsStream) -> Self {
@@ -222,13 +182,8 @@ impl Transport {
         self
     }
 
-    /// The TCP or TLS stream.
-    pub fn get_ref(&self) -> &MaybeTlsStream {
-        &self.inner
-    }
-
     /// The TCP socket, unless the stream is [`MaybeTlsStream::Other`].
-    pub fn tcp(&self) -> Option<&Async<TcpStream>> {
+    pub(crate) fn tcp(&self) -> Option<&Async<TcpStream>> {
         self.inner.tcp()
     }
 }
@@ -342,136 +297,6 @@ impl AsyncWrite for Transport {
     }
 }
 
-/// Where to dial, taken from the request's URI.
-#[derive(Debug, Clone)]
-pub(crate) struct Target {
-    pub(crate) host: String,
-    pub(crate) port: u16,
-    pub(crate) tls: bool,
-}
-
-impl Target {
-    pub(crate) fn from_uri(uri: &async_tungstenite::tungstenite::http::Uri) -> Result<Self, ConnectError> {
-        let invalid = |reason: &str| ConnectError::InvalidUrl {
-            url: super::connector::redact_url(&uri.to_string()),
-            reason: reason.to_owned(),
-        };
-        let tls = match uri.scheme_str() {
-            Some("ws") => false,
-            Some("wss") => true,
-            Some(_) => return Err(invalid("the scheme must be ws or wss")),
-            None => return Err(invalid("no scheme")),
-        };
-        let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(|| invalid("no host"))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-        Ok(Self { host, port, tls })
-    }
-}
-
-/// TCP options.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct TcpOptions {
-    pub(crate) nodelay: bool,
-    pub(crate) keepalive: Option<Duration>,
-}
-
-/// Resolves `target` without blocking the executor (a blocking lookup runs on async-net's thread pool) and
-/// connects to each address in turn.
-pub(crate) async fn dial_tcp(target: &Target, options: TcpOptions) -> Result<Async<TcpStream>, ConnectError> {
-    let addrs: Vec<SocketAddr> = match target.host.parse::<IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, target.port)],
-        Err(_) => async_net::resolve((target.host.as_str(), target.port))
-            .await
-            .map_err(|source| ConnectError::Dns {
-                host: target.host.clone(),
-                source,
-            })?,
-    };
-    let mut last = None;
-    for addr in addrs {
-        trace!(%addr, "tcp connect");
-        match Async::<TcpStream>::connect(addr).await {
-            Ok(tcp) => {
-                configure(&tcp, options);
-                return Ok(tcp);
-            }
-            Err(source) => last = Some(ConnectError::Tcp { addr, source }),
-        }
-    }
-    Err(last.unwrap_or_else(|| ConnectError::Dns {
-        host: target.host.clone(),
-        source: io::Error::new(io::ErrorKind::NotFound, "no address found"),
-    }))
-}
-
-fn configure(tcp: &Async<TcpStream>, options: TcpOptions) {
-    let socket = socket2::SockRef::from(tcp.get_ref());
-    if let Err(error) = socket.set_tcp_nodelay(options.nodelay) {
-        trace!(%error, "setting TCP_NODELAY failed");
-    }
-    if let Some(time) = options.keepalive {
-        let keepalive = socket2::TcpKeepalive::new().with_time(time).with_interval(time);
-        if let Err(error) = socket.set_tcp_keepalive(&keepalive) {
-            trace!(%error, "setting TCP keepalive failed");
-        }
-    }
-}
-
-/// Runs the TLS handshake over `tcp`.
-pub(crate) async fn handshake_tls(
-    tcp: Async<TcpStream>,
-    host: &str,
-    config: Arc<ClientConfig>,
-) -> Result<MaybeTlsStream, ConnectError> {
-    let name = ServerName::try_from(host.to_owned()).map_err(|e| ConnectError::InvalidUrl {
-        url: host.to_owned(),
-        reason: format!("not a valid tls server name: {e}"),
-    })?;
-    let tls = futures_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
-        .await
-        .map_err(|source| ConnectError::Tls {
-            host: host.to_owned(),
-            source,
-        })?;
-    Ok(MaybeTlsStream::Tls(Box::new(tls)))
-}
-
-/// A rustls client configuration with the ring provider and the given roots.
-pub(crate) fn client_config(roots: RootCertStore) -> Result<Arc<ClientConfig>, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(Arc::new(
-        ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    ))
-}
-
-/// The default roots: webpki-roots and/or the system's, as the crate features choose.
-pub(crate) fn default_roots() -> RootCertStore {
-    #[allow(unused_mut)]
-    let mut roots = RootCertStore::empty();
-    #[cfg(feature = "webpki-roots")]
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    #[cfg(feature = "native-roots")]
-    {
-        let found = rustls_native_certs::load_native_certs();
-        for error in &found.errors {
-            tracing::debug!(%error, "loading a native root certificate failed");
-        }
-        roots.add_parsable_certificates(found.certs);
-    }
-    roots
-}
-
-/// The default client configuration, built once.
-pub(crate) fn default_client_config() -> Result<Arc<ClientConfig>, rustls::Error> {
-    static CONFIG: OnceLock<Result<Arc<ClientConfig>, rustls::Error>> = OnceLock::new();
-    CONFIG.get_or_init(|| client_config(default_roots())).clone()
-}
-
 #[cfg(test)]
 mod tests {
     use std::io::Write;
@@ -482,7 +307,7 @@ mod tests {
     use async_io::Async;
     use futures_io::AsyncRead;
 
-    use super::{HeadScan, MaybeTlsStream, Transport, READ_AHEAD};
+    use super::{MaybeTlsStream, Transport, READ_AHEAD};
 
     /// Bytes come out whole and in order through the read-ahead buffer, which exists only while more is
     /// waiting than a read takes, and is freed once the socket has nothing more.
@@ -536,31 +361,5 @@ mod tests {
         assert!(transport.pending.is_empty(), "freed once the socket ran dry");
         release.send(()).unwrap();
         writer.join().unwrap();
-    }
-
-    #[test]
-    fn the_head_of_a_101_ends_at_the_blank_line_even_across_reads() {
-        let response = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x02hi";
-        let head = response.len() - 4;
-        for split in 1..response.len() {
-            let mut scan = HeadScan::default();
-            let found = match scan.end_in(&response[..split]) {
-                Some(end) => end,
-                None => split + scan.end_in(&response[split..]).expect("the head ends"),
-            };
-            assert_eq!(found, head, "split at {split}");
-            assert!(scan.may_switch());
-        }
-    }
-
-    #[test]
-    fn other_statuses_are_not_guarded() {
-        let mut scan = HeadScan::default();
-        assert_eq!(scan.end_in(b"HTTP/1.1 4"), None);
-        assert!(!scan.may_switch());
-        let mut scan = HeadScan::default();
-        assert_eq!(scan.end_in(b"HTTP/1.1 10"), None);
-        assert!(scan.may_switch(), "still possibly a 101");
-        assert_eq!(scan.end_in(b"1 OK\n\nbody"), Some(6));
     }
 }

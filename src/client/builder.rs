@@ -1,0 +1,228 @@
+//! [`ClientBuilder`]: what a [`WebSocketClient`] is made of.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_tungstenite::tungstenite::http::HeaderMap;
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use async_tungstenite::tungstenite::Message;
+use event_listener::Event as Notify;
+use futures_core::Stream;
+use futures_rustls::rustls::pki_types::CertificateDer;
+use futures_rustls::rustls::ClientConfig as RustlsConfig;
+use futures_sink::Sink;
+use tower_layer::Layer;
+
+use super::config::ClientConfig;
+use super::connector::{BoxConnector, Step};
+use super::fanout::Publisher;
+use super::state::{Detail, Shared};
+use super::{RetryFactory, WebSocketClient};
+use crate::classify::Diagnose;
+use crate::error::BoxError;
+use crate::handshake::Handshaker;
+use crate::hook::Hook;
+use crate::redact::redact_url;
+use crate::retry::{ExponentialBackoff, NoRetry, RetryPolicy};
+use crate::time::{AsyncIoTimer, Timer};
+use crate::ws::{WsConnector, WsConnectorBuilder};
+use crate::Connect;
+
+/// Builds a [`WebSocketClient`]; made by [`WebSocketClient::builder`].
+///
+/// # Order
+///
+/// Hooks and layers stack as in a [`ConnectorBuilder`](crate::layer::ConnectorBuilder): the first added is
+/// outermost (it sees outbound messages first and inbound messages last), and consecutive hooks run in one
+/// wrapper. Under them all sit the liveness hooks of the configuration ([`with_receive_timeout`],
+/// [`with_heartbeat`]: closest to the connection, so they see every frame), then the handshakes, in the
+/// order added, then the transport:
+///
+/// ```text
+/// user  <->  hooks and layers, first added outermost  <->  heartbeat, receive timeout
+///       <->  handshakes  <->  WebSocket transport
+/// ```
+///
+/// [`with_receive_timeout`]: Self::with_receive_timeout
+/// [`with_heartbeat`]: Self::with_heartbeat
+pub struct ClientBuilder {
+    url: String,
+    connector: WsConnectorBuilder,
+    config: ClientConfig,
+    retry: RetryFactory,
+    handshakers: Vec<Arc<dyn Handshaker>>,
+    steps: Vec<Step>,
+    timer: Arc<dyn Timer>,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("url", &redact_url(&self.url))
+            .field("config", &self.config)
+            .field("handshakers", &self.handshakers.len())
+            .field("steps", &self.steps.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    pub(super) fn new(url: String) -> Self {
+        Self {
+            connector: WsConnector::builder(url.clone()),
+            url,
+            config: ClientConfig::default(),
+            retry: Arc::new(|| Box::new(ExponentialBackoff::default())),
+            handshakers: Vec::new(),
+            steps: Vec::new(),
+            timer: Arc::new(AsyncIoTimer),
+        }
+    }
+
+    /// Replaces the configuration.
+    pub fn with_config(mut self, config: ClientConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Reconnects when no message arrives for this long (a [`ReceiveTimeout`](crate::extension::ReceiveTimeout)
+    /// hook under the others).
+    pub fn with_receive_timeout(mut self, timeout: Duration) -> Self {
+        self.config.receive_timeout = Some(timeout);
+        self
+    }
+
+    /// Pings every `interval`; no frame within `timeout` of a ping means the connection is dead (a
+    /// [`Heartbeat`](crate::extension::Heartbeat) hook under the others).
+    pub fn with_heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.config.heartbeat = Some((interval, timeout));
+        self
+    }
+
+    /// Sets the retry policy (cloned for each run).
+    pub fn with_retry(mut self, policy: impl RetryPolicy + Clone + Sync + 'static) -> Self {
+        self.retry = Arc::new(move || Box::new(policy.clone()));
+        self
+    }
+
+    /// Never retries: the first failure ends `run()`. The same as `with_retry(NoRetry)`.
+    pub fn no_retry(self) -> Self {
+        self.with_retry(NoRetry)
+    }
+
+    /// Adds a handshake, run on every connection after those added before it.
+    pub fn with_handshaker(mut self, handshaker: impl Handshaker) -> Self {
+        self.handshakers.push(Arc::new(handshaker));
+        self
+    }
+
+    /// Adds a hook (cloned per attempt) inside those added before it.
+    ///
+    /// # Order
+    ///
+    /// The first added is outermost: see the [type's docs](Self).
+    pub fn hook(mut self, hook: impl Hook<Message> + Clone + Sync + 'static) -> Self {
+        self.steps.push(Step::Hook(Box::new(hook)));
+        self
+    }
+
+    /// Adds any connector layer whose connections carry [`Message`]s, inside what was added before it.
+    ///
+    /// # Order
+    ///
+    /// The first added is outermost: see the [type's docs](Self).
+    pub fn layer<L, E>(mut self, layer: L) -> Self
+    where
+        L: Layer<BoxConnector> + Send + Sync + 'static,
+        L::Service: Connect + Send + 'static,
+        <L::Service as Connect>::Future: Send + 'static,
+        <L::Service as Connect>::Connection: Stream<Item = Result<Message, E>> + Sink<Message> + Send + Unpin + 'static,
+        <<L::Service as Connect>::Connection as Sink<Message>>::Error: Into<BoxError> + Diagnose,
+        E: Into<BoxError> + Diagnose,
+    {
+        self.steps.push(Step::Layer(Arc::new(move |inner| {
+            BoxConnector::new(layer.layer(inner))
+        })));
+        self
+    }
+
+    /// Adds a header to every upgrade request.
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.connector = self.connector.with_header(name, value);
+        self
+    }
+
+    /// Adds headers from a provider called on every attempt (a refreshed token is used on the next dial).
+    pub fn with_header_provider(mut self, provider: impl Fn() -> HeaderMap + Send + Sync + 'static) -> Self {
+        self.connector = self.connector.with_header_provider(provider);
+        self
+    }
+
+    /// Offers a subprotocol.
+    pub fn with_subprotocol(mut self, protocol: impl Into<String>) -> Self {
+        self.connector = self.connector.with_subprotocol(protocol);
+        self
+    }
+
+    /// Trusts an extra root certificate for `wss://`.
+    pub fn with_root_certificate(mut self, certificate: CertificateDer<'static>) -> Self {
+        self.connector = self.connector.with_root_certificate(certificate);
+        self
+    }
+
+    /// Uses this rustls configuration for `wss://`.
+    pub fn with_rustls_config(mut self, config: Arc<RustlsConfig>) -> Self {
+        self.connector = self.connector.with_rustls_config(config);
+        self
+    }
+
+    /// Sets tungstenite's limits and buffer sizes.
+    pub fn with_websocket_config(mut self, config: WebSocketConfig) -> Self {
+        self.connector = self.connector.with_websocket_config(config);
+        self
+    }
+
+    /// Uses `timer` for every delay and timeout (for tests: a [`ManualClock`](crate::time::ManualClock)).
+    pub fn with_timer(mut self, timer: impl Timer + 'static) -> Self {
+        self.timer = Arc::new(timer);
+        self
+    }
+
+    /// Builds the client.
+    pub fn build(self) -> WebSocketClient {
+        let config = self.config;
+        let messages = Publisher::new(config.subscriber_capacity);
+        let events = Publisher::new(config.event_capacity);
+        let (tx, rx) = async_channel::bounded(config.send_capacity.max(1));
+        let close_timeout_ms = u64::try_from(config.close_timeout.as_millis()).unwrap_or(u64::MAX);
+        let shared = Arc::new(Shared {
+            config,
+            timer: self.timer,
+            running: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+            close_timeout_ms: AtomicU64::new(close_timeout_ms),
+            wake_driver: Notify::new(),
+            stopped: Notify::new(),
+            messages,
+            events,
+            outgoing: rx,
+            leftover: Mutex::new(Default::default()),
+            messages_in: AtomicU64::new(0),
+            messages_out: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            detail: Mutex::new(Detail::default()),
+        });
+        WebSocketClient {
+            shared,
+            tx,
+            url: self.url,
+            connector: self.connector.build(),
+            retry: self.retry,
+            handshakers: self.handshakers,
+            steps: self.steps,
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! The driver of one run: what `run()` polls, moving queued messages into the stream and inbound messages to
+//! the subscribers.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_tungstenite::tungstenite::Message;
+use event_listener::EventListener;
+use futures_core::Stream;
+use futures_sink::Sink;
+
+use super::error::ClientError;
+use super::state::Shared;
+use crate::classify::Diagnose;
+use crate::error::BoxError;
+use crate::{Connect, ReconnectingStream};
+
+/// Marks the client stopped when `run()` ends, however it ends.
+pub(super) struct RunGuard {
+    pub(super) shared: Arc<Shared>,
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        // Cleared here, not when a run starts: a shutdown requested before a spawned run is first polled
+        // still stops it.
+        self.shared.shutdown.store(false, Ordering::SeqCst);
+        self.shared.running.store(false, Ordering::SeqCst);
+        self.shared.stopped.notify(usize::MAX);
+    }
+}
+
+/// Inbound messages handled per poll before yielding to the executor (fairness).
+const BUDGET: usize = 512;
+
+/// The driver of one run: moves queued messages into the stream, inbound messages to subscribers.
+pub(super) struct Driver<C>
+where
+    C: Connect,
+    C::Future: Unpin,
+    C::Connection: Unpin,
+{
+    pub(super) stream: ReconnectingStream<C, Message>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) outgoing: Pin<Box<async_channel::Receiver<Message>>>,
+    /// Taken from the channel (or left by the previous run), not yet accepted by the stream.
+    pub(super) pending: VecDeque<Message>,
+    /// Read from the stream in this poll, published to the subscribers at its end.
+    pub(super) inbound: VecDeque<Message>,
+    pub(super) listener: Option<EventListener>,
+    pub(super) closing: Option<crate::time::Sleep>,
+}
+
+impl<C> Drop for Driver<C>
+where
+    C: Connect,
+    C::Future: Unpin,
+    C::Connection: Unpin,
+{
+    fn drop(&mut self) {
+        self.keep_unsent();
+    }
+}
+
+impl<C> Driver<C>
+where
+    C: Connect,
+    C::Future: Unpin,
+    C::Connection: Unpin,
+{
+    /// Keeps what the stream and the driver hold unsent for the next run (or `take_unsent`); written but
+    /// unflushed messages count as unsent.
+    fn keep_unsent(&mut self) {
+        let mut stream = Pin::new(&mut self.stream);
+        stream.as_mut().close_now();
+        let unsent = stream.take_unsent();
+        for message in &unsent {
+            self.shared.uncount_out(message);
+        }
+        let mut leftover = self.shared.leftover();
+        for message in unsent.into_iter().chain(self.pending.drain(..)) {
+            leftover.push_back(message);
+        }
+    }
+}
+
+impl<C, E> Driver<C>
+where
+    C: Connect,
+    C::Future: Unpin,
+    C::Connection: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
+    <C::Connection as Sink<Message>>::Error: Into<BoxError> + Diagnose,
+    E: Into<BoxError> + Diagnose,
+{
+    /// On shutdown: everything sent before it goes into the stream, to be flushed before the Close frame
+    /// (or kept for the next run if no connection is up).
+    fn take_queued(&mut self) {
+        while let Ok(message) = self.outgoing.try_recv() {
+            self.pending.push_back(message);
+        }
+        while let Some(message) = self.pending.pop_front() {
+            self.shared.count_out(&message);
+            // `start_send` queues without limit; the stream keeps the message whatever happens.
+            let _ = Pin::new(&mut self.stream).start_send(message);
+        }
+    }
+
+    pub(super) fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ClientError>> {
+        if self.shutdown_requested(cx) {
+            return self.poll_shutdown(cx);
+        }
+        // Outgoing: from the queue into the stream while it has room, then flush.
+        loop {
+            if self.pending.is_empty() {
+                match self.outgoing.as_mut().poll_next(cx) {
+                    Poll::Ready(Some(message)) => self.pending.push_back(message),
+                    _ => break,
+                }
+            }
+            match Pin::new(&mut self.stream).poll_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    if let Some(message) = self.pending.pop_front() {
+                        self.shared.count_out(&message);
+                        if let Err(error) = Pin::new(&mut self.stream).start_send(message) {
+                            return Poll::Ready(Err(ClientError::Terminated(error)));
+                        }
+                    }
+                }
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(ClientError::Terminated(error))),
+                Poll::Pending => break,
+            }
+        }
+        if let Poll::Ready(Err(error)) = Pin::new(&mut self.stream).poll_flush(cx) {
+            return Poll::Ready(Err(ClientError::Terminated(error)));
+        }
+        // Inbound: to every subscriber, never waiting for a slow one; published a batch at a time (what one
+        // poll read), so subscribers pay one lock per batch, not per message.
+        let mut outcome = None;
+        let mut bytes = 0;
+        while self.inbound.len() < BUDGET {
+            match Pin::new(&mut self.stream).poll_next(cx) {
+                Poll::Ready(Some(Ok(message))) => {
+                    bytes += message.len() as u64;
+                    self.inbound.push_back(message);
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    outcome = Some(Poll::Ready(Err(ClientError::Terminated(error))));
+                    break;
+                }
+                Poll::Ready(None) => {
+                    outcome = Some(Poll::Ready(Ok(())));
+                    break;
+                }
+                Poll::Pending => {
+                    outcome = Some(Poll::Pending);
+                    break;
+                }
+            }
+        }
+        self.shared.count_in(self.inbound.len(), bytes);
+        self.shared.messages.publish_all(&mut self.inbound);
+        outcome.unwrap_or_else(|| {
+            // More inbound work is waiting: let other tasks run, then continue.
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        })
+    }
+
+    fn shutdown_requested(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            if self.shared.shutdown.load(Ordering::SeqCst) {
+                return true;
+            }
+            match self.listener.as_mut() {
+                None => self.listener = Some(self.shared.wake_driver.listen()),
+                Some(listener) => match Pin::new(listener).poll(cx) {
+                    Poll::Ready(()) => self.listener = None,
+                    Poll::Pending => return false,
+                },
+            }
+        }
+    }
+
+    /// Closes the stream (flush, Close frame, wait for the server's), bounded by the shutdown timeout.
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ClientError>> {
+        if self.closing.is_none() {
+            self.take_queued();
+            let timeout = Duration::from_millis(self.shared.close_timeout_ms.load(Ordering::SeqCst));
+            let deadline = self.shared.timer.now().checked_add(timeout);
+            self.closing = Some(match deadline {
+                Some(deadline) => self.shared.timer.sleep_until(deadline),
+                None => Box::pin(futures_util::future::pending()),
+            });
+        }
+        if Pin::new(&mut self.stream).poll_close(cx).is_ready() {
+            return Poll::Ready(Ok(()));
+        }
+        match self.closing.as_mut().map(|sleep| sleep.as_mut().poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Ok(())),
+            _ => Poll::Pending,
+        }
+    }
+}

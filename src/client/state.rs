@@ -1,0 +1,215 @@
+//! The client's state: what its handles and its driver share, and the [`ClientState`] snapshot read from it.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use async_tungstenite::tungstenite::Message;
+use event_listener::Event as Notify;
+
+use super::config::ClientConfig;
+use super::fanout::Publisher;
+use crate::time::Timer;
+use crate::{ConnectionState, Event};
+
+/// State shared by the client, its senders and its driver.
+pub(super) struct Shared {
+    pub(super) config: ClientConfig,
+    pub(super) timer: Arc<dyn Timer>,
+    pub(super) running: AtomicBool,
+    pub(super) shutdown: AtomicBool,
+    pub(super) close_timeout_ms: AtomicU64,
+    pub(super) wake_driver: Notify,
+    pub(super) stopped: Notify,
+    pub(super) messages: Publisher<Message>,
+    pub(super) events: Publisher<Event>,
+    pub(super) outgoing: async_channel::Receiver<Message>,
+    pub(super) leftover: Mutex<VecDeque<Message>>,
+    pub(super) messages_in: AtomicU64,
+    pub(super) messages_out: AtomicU64,
+    pub(super) bytes_in: AtomicU64,
+    pub(super) bytes_out: AtomicU64,
+    pub(super) detail: Mutex<Detail>,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Detail {
+    pub(super) status: Option<ConnectionState>,
+    pub(super) generation: u64,
+    pub(super) connected_at: Option<SystemTime>,
+    pub(super) connections: u64,
+    pub(super) failed_attempts: u64,
+    pub(super) last_error: Option<String>,
+    pub(super) last_disconnect: Option<DisconnectReason>,
+}
+
+impl Shared {
+    pub(super) fn detail(&self) -> MutexGuard<'_, Detail> {
+        self.detail.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    // The counters have one writer, the running driver (a second run() is refused), so a load and a store do
+    // instead of a locked read-modify-write per message; readers see a recent value either way.
+    fn bump(counter: &AtomicU64, by: u64) {
+        counter.store(counter.load(Ordering::Relaxed).wrapping_add(by), Ordering::Relaxed);
+    }
+
+    pub(super) fn count_in(&self, messages: usize, bytes: u64) {
+        Self::bump(&self.messages_in, messages as u64);
+        Self::bump(&self.bytes_in, bytes);
+    }
+
+    pub(super) fn count_out(&self, message: &Message) {
+        Self::bump(&self.messages_out, 1);
+        Self::bump(&self.bytes_out, message.len() as u64);
+    }
+
+    /// A message counted as sent came back unsent.
+    pub(super) fn uncount_out(&self, message: &Message) {
+        let less = |counter: &AtomicU64, by: u64| {
+            counter.store(counter.load(Ordering::Relaxed).saturating_sub(by), Ordering::Relaxed);
+        };
+        less(&self.messages_out, 1);
+        less(&self.bytes_out, message.len() as u64);
+    }
+
+    pub(super) fn leftover(&self) -> MutexGuard<'_, VecDeque<Message>> {
+        self.leftover.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records an event in the state and forwards it to event subscribers (never blocking).
+    pub(super) fn on_event(&self, event: &Event) {
+        // Each run has its own stream, whose generations start at 1: events carry the client's count instead.
+        let mut event = event.clone();
+        {
+            let mut detail = self.detail();
+            match &mut event {
+                Event::Connecting { attempt } => {
+                    detail.status = Some(ConnectionState::Connecting { attempt: *attempt })
+                }
+                Event::Connected { generation, .. } => {
+                    detail.connections += 1;
+                    detail.generation = detail.connections;
+                    *generation = detail.generation;
+                    detail.connected_at = Some(SystemTime::now());
+                    detail.status = Some(ConnectionState::Connected {
+                        generation: detail.generation,
+                    });
+                }
+                Event::ConnectFailed { failure } | Event::HandshakeFailed { failure, .. } => {
+                    detail.failed_attempts += 1;
+                    detail.last_error = Some(failure.cause().to_string());
+                }
+                Event::Disconnected {
+                    generation,
+                    uptime,
+                    reason,
+                } => {
+                    *generation = detail.generation;
+                    detail.connected_at = None;
+                    detail.last_error = Some(reason.cause().to_string());
+                    detail.last_disconnect = Some(DisconnectReason {
+                        generation: detail.generation,
+                        close_code: reason.close_code(),
+                        reason: reason.cause().to_string(),
+                        uptime: *uptime,
+                    });
+                }
+                Event::RetryScheduled { attempt, delay, .. } => {
+                    detail.status = Some(ConnectionState::Backoff {
+                        attempt: *attempt,
+                        delay: *delay,
+                    })
+                }
+                Event::GaveUp { reason, .. } => {
+                    detail.connected_at = None;
+                    detail.last_error = Some(reason.cause().to_string());
+                    detail.status = Some(ConnectionState::Terminated);
+                }
+                Event::Closed { .. } => {
+                    detail.connected_at = None;
+                    detail.status = Some(ConnectionState::Closed);
+                }
+            }
+        }
+        self.events.publish(event);
+    }
+}
+
+impl Shared {
+    /// A snapshot of the state and counters.
+    pub(super) fn snapshot(&self) -> ClientState {
+        let detail = self.detail();
+        ClientState {
+            status: detail.status.unwrap_or(ConnectionState::Idle),
+            generation: detail.generation,
+            connected_at: detail.connected_at,
+            reconnects: detail.connections.saturating_sub(1),
+            failed_attempts: detail.failed_attempts,
+            messages_sent: self.messages_out.load(Ordering::Relaxed),
+            messages_received: self.messages_in.load(Ordering::Relaxed),
+            bytes_sent: self.bytes_out.load(Ordering::Relaxed),
+            bytes_received: self.bytes_in.load(Ordering::Relaxed),
+            last_error: detail.last_error.clone(),
+            last_disconnect: detail.last_disconnect.clone(),
+            running: self.running.load(Ordering::SeqCst),
+        }
+    }
+}
+
+/// Why the last connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DisconnectReason {
+    /// The connection's generation.
+    pub generation: u64,
+    /// The WebSocket close code (the server's, or 1006 for a connection lost without a close handshake).
+    pub close_code: Option<u16>,
+    /// What happened, in words.
+    pub reason: String,
+    /// How long the connection had been up.
+    pub uptime: Duration,
+}
+
+/// A snapshot of a client's state and counters; see [`WebSocketClient::state`](super::WebSocketClient::state).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ClientState {
+    /// Where the connection is.
+    pub status: ConnectionState,
+    /// The current or last connection's generation (1 for the first connection of the client).
+    pub generation: u64,
+    /// When the current connection came up.
+    pub connected_at: Option<SystemTime>,
+    /// Successful reconnections: connections after the first one.
+    pub reconnects: u64,
+    /// Connection attempts that failed (including handshake failures).
+    pub failed_attempts: u64,
+    /// Messages handed to the connection for sending.
+    pub messages_sent: u64,
+    /// Messages received.
+    pub messages_received: u64,
+    /// Payload bytes sent.
+    pub bytes_sent: u64,
+    /// Payload bytes received.
+    pub bytes_received: u64,
+    /// The last failure, in words.
+    pub last_error: Option<String>,
+    /// Why the last connection ended.
+    pub last_disconnect: Option<DisconnectReason>,
+    /// Whether `run()` is running.
+    pub running: bool,
+}
+
+impl ClientState {
+    /// Whether a connection is up.
+    pub fn is_connected(&self) -> bool {
+        self.status.is_connected()
+    }
+
+    /// The close code of the last disconnect, if any.
+    pub fn last_close_code(&self) -> Option<u16> {
+        self.last_disconnect.as_ref().and_then(|d| d.close_code)
+    }
+}

@@ -1,0 +1,133 @@
+//! The WebSocket failure classes: how this module's errors, and tungstenite's, [diagnose](Diagnose)
+//! themselves.
+//!
+//! - Connect: invalid URL, certificate errors and HTTP 4xx other than 408/429 are fatal; 429 and 503 with
+//!   `Retry-After` wait at least that long; 5xx, DNS, TCP, timeouts and other TLS errors retry. The same
+//!   rules apply to a bare `tungstenite::Error` from a hand-written connector.
+//! - Connection: a server Close with a code in [`FATAL_CLOSE_CODES`] is fatal; every other code (1000,
+//!   1001, 1006, 1011, 1012, 1013, 4xxx, ...), I/O errors and resets reconnect with backoff. Each lost
+//!   connection carries its close code: the server's, or 1006 when it was lost without a close handshake.
+
+use std::time::Duration;
+
+use async_tungstenite::tungstenite::{self, http};
+
+use super::error::{status_is_retryable, ConnectError, ConnectionError};
+use crate::classify::{Classification, Diagnose, Diagnosis};
+
+/// Close codes after which reconnecting cannot help: protocol or policy faults (1002 protocol error,
+/// 1003 unsupported data, 1007 invalid payload, 1008 policy violation, 1009 message too big, 1010 missing
+/// extension, 1015 TLS failure).
+pub const FATAL_CLOSE_CODES: [u16; 7] = [1002, 1003, 1007, 1008, 1009, 1010, 1015];
+
+impl Diagnose for ConnectError {
+    fn diagnose(&self) -> Diagnosis {
+        if let Some(delay) = self.retry_after() {
+            return Diagnosis::classified(Classification::RetryAfter(delay));
+        }
+        Diagnosis::classified(if self.is_retryable() {
+            Classification::Retry
+        } else {
+            Classification::Fatal
+        })
+    }
+}
+
+impl Diagnose for ConnectionError {
+    fn diagnose(&self) -> Diagnosis {
+        match self {
+            Self::Closed { code, .. } if FATAL_CLOSE_CODES.contains(code) => {
+                Diagnosis::classified(Classification::Fatal).with_peer_close(*code)
+            }
+            Self::Closed { code, .. } => Diagnosis::classified(Classification::Retry).with_peer_close(*code),
+            Self::Protocol(_) => {
+                let diagnosis = Diagnosis::classified(Classification::Retry);
+                match self.close_code() {
+                    Some(code) => diagnosis.with_close_code(code),
+                    None => diagnosis,
+                }
+            }
+        }
+    }
+}
+
+/// A bare tungstenite error, from a connection or connector of your own (over async-tungstenite, say): an
+/// HTTP rejection or an invalid URL is classified as [`ConnectError`] is; a lost connection gets its close
+/// code.
+impl Diagnose for tungstenite::Error {
+    fn diagnose(&self) -> Diagnosis {
+        match self {
+            tungstenite::Error::Url(_) => Diagnosis::classified(Classification::Fatal),
+            tungstenite::Error::Http(response) => {
+                let status = response.status().as_u16();
+                match (status, retry_after(response)) {
+                    (429 | 503, Some(delay)) => Diagnosis::classified(Classification::RetryAfter(delay)),
+                    _ if status_is_retryable(status) => Diagnosis::classified(Classification::Retry),
+                    _ => Diagnosis::classified(Classification::Fatal),
+                }
+            }
+            other => {
+                let lost = ConnectionError::close_code_of(other);
+                let diagnosis = Diagnosis::unknown();
+                match lost {
+                    Some(code) => diagnosis.with_close_code(code),
+                    None => diagnosis,
+                }
+            }
+        }
+    }
+}
+
+/// The `Retry-After` header of a rejected upgrade, in its seconds form.
+pub(super) fn retry_after<T>(response: &http::Response<T>) -> Option<Duration> {
+    response
+        .headers()
+        .get("retry-after")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_errors_diagnose_their_class() {
+        let rejected = |status, retry_after| ConnectError::Rejected {
+            status,
+            retry_after,
+            body: None,
+        };
+        let class = |error: ConnectError| error.diagnose().classification();
+        assert_eq!(class(rejected(401, None)), Some(Classification::Fatal));
+        assert_eq!(class(rejected(500, None)), Some(Classification::Retry));
+        assert_eq!(class(rejected(429, None)), Some(Classification::Retry));
+        let wait = Duration::from_secs(3);
+        assert_eq!(class(rejected(503, Some(wait))), Some(Classification::RetryAfter(wait)));
+        let invalid = ConnectError::InvalidUrl {
+            url: "x".into(),
+            reason: "bad".into(),
+        };
+        assert_eq!(class(invalid), Some(Classification::Fatal));
+    }
+
+    #[test]
+    fn connection_errors_carry_their_close_code() {
+        let closed = |code| ConnectionError::Closed {
+            code,
+            reason: String::new(),
+        };
+        let fatal = closed(1008).diagnose();
+        assert_eq!(
+            (fatal.classification(), fatal.close_code(), fatal.is_peer_close()),
+            (Some(Classification::Fatal), Some(1008), true)
+        );
+        let restart = closed(1012).diagnose();
+        assert_eq!(restart.classification(), Some(Classification::Retry));
+        let reset = ConnectionError::Protocol(tungstenite::Error::ConnectionClosed).diagnose();
+        assert_eq!((reset.close_code(), reset.is_peer_close()), (Some(1006), false));
+        let bare = tungstenite::Error::ConnectionClosed.diagnose();
+        assert_eq!((bare.classification(), bare.close_code()), (None, Some(1006)));
+    }
+}
