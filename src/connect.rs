@@ -5,7 +5,7 @@
 
 use std::future::Future;
 
-use crate::classify::Diagnose;
+use crate::diagnose::Diagnose;
 use crate::error::BoxError;
 
 /// Makes a new connection: called once per attempt.

@@ -9,7 +9,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::classify::{Diagnose, Diagnosis};
+use crate::diagnose::{Diagnose, Diagnosis};
 
 /// A boxed error, the form in which connector, stream and sink errors are kept.
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
@@ -74,6 +74,8 @@ impl Diagnose for DiagnosedError {
     }
 }
 
+impl Diagnose for ConnectTimeout {}
+
 /// Why a connection attempt failed or a connection was lost.
 ///
 /// A failure is transient: it is reported in [`Event`](crate::Event)s and passed to the
@@ -121,6 +123,8 @@ pub enum Failure {
 
 impl Failure {
     /// A failed attempt.
+    #[cold]
+    #[inline(never)]
     pub(crate) fn connect<E: Into<BoxError> + Diagnose>(attempt: u32, error: E) -> Self {
         let diagnosis = error.diagnose();
         Self::Connect {
@@ -131,6 +135,8 @@ impl Failure {
     }
 
     /// A read error on connection `generation`.
+    #[cold]
+    #[inline(never)]
     pub(crate) fn read<E: Into<BoxError> + Diagnose>(generation: u64, error: E) -> Self {
         let diagnosis = error.diagnose();
         Self::Read {
@@ -141,6 +147,8 @@ impl Failure {
     }
 
     /// A write or flush error on connection `generation`.
+    #[cold]
+    #[inline(never)]
     pub(crate) fn write<E: Into<BoxError> + Diagnose>(generation: u64, error: E) -> Self {
         let diagnosis = error.diagnose();
         Self::Write {
@@ -277,24 +285,27 @@ impl fmt::Display for Cause<'_> {
 #[non_exhaustive]
 pub enum Error {
     /// The retry policy gave up.
-    #[error("gave up after {attempts} consecutive failures: {} ({unsent} unsent)", last.cause())]
+    #[error(
+        "gave up after {attempts} consecutive failures: {} ({unsent} unsent)",
+        Failure::cause(last)
+    )]
     GaveUp {
         /// Consecutive failures when the policy gave up.
         attempts: u32,
         /// Accepted messages that were not delivered.
         unsent: usize,
-        /// The last failure.
+        /// The last failure (boxed, so that the stream's items stay small).
         #[source]
-        last: Failure,
+        last: Box<Failure>,
     },
     /// The classifier judged a failure fatal: no retry was attempted.
-    #[error("fatal: {} ({unsent} unsent)", cause.cause())]
+    #[error("fatal: {} ({unsent} unsent)", Failure::cause(cause))]
     Fatal {
         /// Accepted messages that were not delivered.
         unsent: usize,
-        /// The fatal failure.
+        /// The fatal failure (boxed, so that the stream's items stay small).
         #[source]
-        cause: Failure,
+        cause: Box<Failure>,
     },
     /// The sink was closed by the user.
     #[error("closed ({unsent} unsent)")]
@@ -349,7 +360,7 @@ mod tests {
         impl Diagnose for Invalid {}
         let fatal = Error::Fatal {
             unsent: 0,
-            cause: Failure::connect(1, Invalid),
+            cause: Box::new(Failure::connect(1, Invalid)),
         };
         assert_eq!(
             fatal.to_string(),
@@ -359,7 +370,7 @@ mod tests {
         let gave_up = Error::GaveUp {
             attempts: 3,
             unsent: 2,
-            last: Failure::connect(3, refused),
+            last: Box::new(Failure::connect(3, refused)),
         };
         assert_eq!(
             gave_up.to_string(),
@@ -368,7 +379,7 @@ mod tests {
         let ended = Error::GaveUp {
             attempts: 1,
             unsent: 0,
-            last: Failure::Ended { generation: 4 },
+            last: Box::new(Failure::Ended { generation: 4 }),
         };
         assert_eq!(
             ended.to_string(),

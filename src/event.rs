@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::Failure;
+use crate::error::Failure;
 
 /// A transition of a [`ReconnectingStream`](crate::ReconnectingStream), delivered to every [`Observer`].
 ///

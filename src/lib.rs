@@ -70,6 +70,7 @@
 mod classify;
 pub mod client;
 mod connect;
+mod diagnose;
 mod error;
 mod event;
 pub mod extension;
@@ -87,8 +88,9 @@ pub use crate::client::{ClientConfig, ClientError, WebSocketClient};
 pub use crate::ws::{connect, ConnectError, WsConnection, WsConnector};
 pub use async_tungstenite::tungstenite;
 
-pub use crate::classify::{Classification, Classify, DefaultClassifier, Diagnose, Diagnosis, RetryAll};
+pub use crate::classify::{Classify, DefaultClassifier, RetryAll};
 pub use crate::connect::Connect;
+pub use crate::diagnose::{Classification, Diagnose, Diagnosis};
 pub use crate::error::{BoxError, ConnectTimeout, DiagnosedError, Error, Failure};
 pub use crate::event::{ConnectionState, Event, Observer};
 pub use crate::join::{join, Join};

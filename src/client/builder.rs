@@ -20,7 +20,8 @@ use super::connector::{BoxConnector, Step};
 use super::fanout::Publisher;
 use super::state::{Detail, Shared};
 use super::{RetryFactory, WebSocketClient};
-use crate::classify::Diagnose;
+use crate::connect::Connect;
+use crate::diagnose::Diagnose;
 use crate::error::BoxError;
 use crate::handshake::Handshaker;
 use crate::hook::Hook;
@@ -28,7 +29,6 @@ use crate::redact::redact_url;
 use crate::retry::{ExponentialBackoff, NoRetry, RetryPolicy};
 use crate::time::{AsyncIoTimer, Timer};
 use crate::ws::{WsConnector, WsConnectorBuilder};
-use crate::Connect;
 
 /// Builds a [`WebSocketClient`]; made by [`WebSocketClient::builder`].
 ///

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::{DEFAULT_CLOSE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_QUEUE_CAPACITY, DEFAULT_STABLE_AFTER};
+use crate::reconnect::{DEFAULT_CLOSE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_QUEUE_CAPACITY, DEFAULT_STABLE_AFTER};
 
 /// The default [`ClientConfig::subscriber_capacity`]: 1024 messages.
 pub const DEFAULT_SUBSCRIBER_CAPACITY: usize = 1024;

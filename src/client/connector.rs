@@ -12,11 +12,11 @@ use futures_core::Stream;
 use futures_sink::Sink;
 use tower_layer::Layer;
 
-use crate::classify::Diagnose;
+use crate::connect::Connect;
+use crate::diagnose::Diagnose;
 use crate::error::{BoxError, DiagnosedError};
 use crate::hook::{End, Hook, HooksLayer, Tick, Verdict};
 use crate::ws::WsConnector;
-use crate::Connect;
 
 /// A connection as an erased stack carries it.
 trait Channel:

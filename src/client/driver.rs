@@ -16,9 +16,10 @@ use futures_sink::Sink;
 
 use super::error::ClientError;
 use super::state::Shared;
-use crate::classify::Diagnose;
+use crate::connect::Connect;
+use crate::diagnose::Diagnose;
 use crate::error::BoxError;
-use crate::{Connect, ReconnectingStream};
+use crate::reconnect::ReconnectingStream;
 
 /// Marks the client stopped when `run()` ends, however it ends.
 pub(super) struct RunGuard {

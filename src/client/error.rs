@@ -13,7 +13,7 @@ pub enum ClientError {
     /// The connection ended for good: the retry policy gave up or a failure was fatal (e.g. HTTP 401, a
     /// certificate error, a rejected handshake).
     #[error("the run ended: {0}")]
-    Terminated(#[source] crate::Error),
+    Terminated(#[source] crate::error::Error),
 }
 
 /// Why a message could not be queued; the message is handed back.

@@ -54,14 +54,16 @@ pub use self::error::{ClientError, ReceiveError, SendError};
 pub use self::handles::{Sender, Subscription};
 use self::state::Shared;
 pub use self::state::{ClientState, DisconnectReason};
-use crate::classify::Diagnose;
+use crate::connect::Connect;
+use crate::diagnose::Diagnose;
 use crate::error::BoxError;
+use crate::event::Event;
 use crate::extension::{Heartbeat, ReceiveTimeout};
 use crate::handshake::{ChainedHandshaker, HandshakeLayer, Handshaker};
+use crate::reconnect::ReconnectingStream;
 use crate::redact::redact_url;
 use crate::retry::RetryPolicy;
 use crate::ws::WsConnector;
-use crate::{Connect, Event, ReconnectingStream};
 
 type RetryFactory = Arc<dyn Fn() -> Box<dyn RetryPolicy> + Send + Sync>;
 

@@ -10,8 +10,8 @@ use event_listener::Event as Notify;
 
 use super::config::ClientConfig;
 use super::fanout::Publisher;
+use crate::event::{ConnectionState, Event};
 use crate::time::Timer;
-use crate::{ConnectionState, Event};
 
 /// State shared by the client, its senders and its driver.
 pub(super) struct Shared {

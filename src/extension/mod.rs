@@ -33,7 +33,7 @@ pub use self::logging::{Logging, DEFAULT_MAX_BODY};
 pub use self::message::MessageView;
 pub use self::metrics::{Disconnects, Metrics, MetricsSnapshot};
 pub use self::receive_timeout::ReceiveTimeout;
-use crate::classify::Diagnose;
+use crate::diagnose::Diagnose;
 pub use crate::redact::DEFAULT_REDACT_KEYS;
 
 /// A connection went silent: no frame arrived within `after`. The one liveness timeout, of

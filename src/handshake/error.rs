@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::classify::{Classification, Diagnose, Diagnosis};
+use crate::diagnose::{Classification, Diagnose, Diagnosis};
 use crate::error::{BoxError, ConnectTimeout};
 use crate::ws::FATAL_CLOSE_CODES;
 

@@ -15,9 +15,9 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 
 use super::{AttemptError, Boxed, HandshakeIo, Handshaker};
+use crate::connect::Connect;
 use crate::error::BoxError;
 use crate::time::{AsyncIoTimer, Timer};
-use crate::Connect;
 
 /// Runs a handshaker on every connection: the layer form of any [`Handshaker`], with its own clock.
 #[derive(Clone)]

@@ -10,7 +10,7 @@ use futures_core::Stream;
 use futures_sink::Sink;
 
 use super::{End, Hook, Tick, Verdict};
-use crate::classify::Diagnose;
+use crate::diagnose::Diagnose;
 use crate::error::{BoxError, DiagnosedError};
 
 /// How many inbound messages may pass between two polls of the hooks' timers while messages flow: arriving
@@ -186,18 +186,21 @@ where
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         loop {
-            match Pin::new(&mut this.inner).poll_next(cx) {
-                Poll::Ready(Some(Ok(mut message))) => {
-                    this.since_timers += 1;
-                    if this.since_timers >= TIMER_EVERY {
-                        if let Err(error) = this.poll_timers(cx) {
-                            return Poll::Ready(Some(Err(error)));
-                        }
-                    }
-                    if let Verdict::Pass = this.hooks.on_inbound(&mut message) {
-                        return Poll::Ready(Some(Ok(message)));
+            let mut poll = Pin::new(&mut this.inner).poll_next(cx);
+            // The message is looked at where it lies, in the connection's result.
+            if let Poll::Ready(Some(Ok(message))) = &mut poll {
+                this.since_timers += 1;
+                if this.since_timers >= TIMER_EVERY {
+                    if let Err(error) = this.poll_timers(cx) {
+                        return Poll::Ready(Some(Err(error)));
                     }
                 }
+                if let Verdict::Drop = this.hooks.on_inbound(message) {
+                    continue;
+                }
+            }
+            match poll {
+                Poll::Ready(Some(Ok(message))) => return Poll::Ready(Some(Ok(message))),
                 Poll::Ready(Some(Err(error))) => return this.read_failed(error),
                 Poll::Ready(None) => {
                     this.end(End::Ended);

@@ -9,7 +9,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 
 use super::{End, Hook, HooksConnection};
-use crate::Connect;
+use crate::connect::Connect;
 
 /// A hook group as a [`tower_layer::Layer`]: wraps a connector so that each connection it makes runs the
 /// group in one [`HooksConnection`].
@@ -130,7 +130,7 @@ impl<F, H: Hook<T>, T> std::fmt::Debug for HooksFuture<F, H, T> {
 impl<F, H, T, S, E> Future for HooksFuture<F, H, T>
 where
     F: Future<Output = Result<S, E>>,
-    E: std::fmt::Display + crate::Diagnose,
+    E: std::fmt::Display + crate::diagnose::Diagnose,
     H: Hook<T>,
 {
     type Output = Result<HooksConnection<S, H, T>, E>;

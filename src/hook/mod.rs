@@ -68,7 +68,7 @@ use std::task::{Context, Poll};
 
 pub use self::connection::HooksConnection;
 pub use self::layer::{Hooks, HooksFuture, HooksLayer};
-use crate::classify::Diagnose;
+use crate::diagnose::Diagnose;
 use crate::error::BoxError;
 
 /// What a hook decides about a message.

@@ -4,9 +4,11 @@
 //! only through what their errors [diagnose](crate::Diagnose); the WebSocket transport, handshakes and hooks
 //! all sit below it, in the connector.
 
-mod machine;
+mod lifecycle;
+pub(crate) mod machine;
 mod queue;
-mod waker;
+mod state;
+pub(crate) mod waker;
 
 use std::fmt;
 use std::pin::Pin;
@@ -19,14 +21,18 @@ use futures_core::Stream;
 use futures_sink::Sink;
 use pin_project_lite::pin_project;
 
-use self::machine::{Intent, Lifecycle, Settings, State};
+use self::lifecycle::{Lifecycle, Settings};
+use self::machine::{met_as_is, read_connected, Intent};
 use self::queue::SendQueue;
-use crate::classify::{Classify, DefaultClassifier, Diagnose};
+use self::state::State;
+use self::waker::Side;
+use crate::classify::{Classify, DefaultClassifier};
+use crate::connect::Connect;
+use crate::diagnose::Diagnose;
 use crate::error::{BoxError, Error};
 use crate::event::{ConnectionState, Observer, Observers};
 use crate::retry::{ExponentialBackoff, RetryPolicy};
 use crate::time::{AsyncIoTimer, Timer};
-use crate::Connect;
 
 /// The default capacity of the send queue: 1024 messages.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
@@ -236,8 +242,17 @@ where
 {
     type Item = Result<T, Error>;
 
+    /// A connection that is up is read at once, by the same code as the loop's Connected arm; anything else
+    /// goes through the loop.
     #[inline]
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.as_mut().project();
+        if let State::Connected { conn, .. } = this.state {
+            let failure = read_connected!(conn, this.queue, this.life, cx);
+            *this.state = this
+                .life
+                .lost(failure, this.state, this.queue, this.connector, Side::Read);
+        }
         self.drive(cx, Intent::Read)
     }
 }
@@ -279,7 +294,12 @@ where
     /// # Errors
     ///
     /// Once the stream has ended: [`Error::Closed`], [`Error::GaveUp`] or [`Error::Fatal`].
+    #[inline]
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        // The loop's first check, made before entering it.
+        if met_as_is(Intent::Ready, &self.queue, &self.state) {
+            return Poll::Ready(Ok(()));
+        }
         sink_outcome(self.drive(cx, Intent::Ready))
     }
 
@@ -290,6 +310,7 @@ where
     ///
     /// None: accepting a message cannot fail. (Call `poll_ready` first; without it the queue may exceed its
     /// capacity by the messages sent without it.)
+    #[inline]
     fn start_send(self: Pin<&mut Self>, item: I) -> Result<(), Error> {
         self.project().queue.push(item);
         Ok(())

@@ -20,9 +20,9 @@ use tracing::debug;
 use super::connection::WsConnection;
 use super::error::ConnectError;
 use super::transport::{self, MaybeTlsStream, Target, TcpOptions, Transport};
+use crate::connect::Connect;
 use crate::error::ConnectTimeout;
 use crate::redact::redact_url;
-use crate::Connect;
 
 /// The default read buffer per connection: 32 KiB (tungstenite's own default is 128 KiB, zero-filled on the
 /// first read: most of an idle connection's memory). A busy connection reads ahead up to 96 KiB per system

@@ -8,12 +8,10 @@
 //!   1001, 1006, 1011, 1012, 1013, 4xxx, ...), I/O errors and resets reconnect with backoff. Each lost
 //!   connection carries its close code: the server's, or 1006 when it was lost without a close handshake.
 
-use std::time::Duration;
+use async_tungstenite::tungstenite;
 
-use async_tungstenite::tungstenite::{self, http};
-
-use super::error::{status_is_retryable, ConnectError, ConnectionError};
-use crate::classify::{Classification, Diagnose, Diagnosis};
+use super::error::{retry_after, status_is_retryable, ConnectError, ConnectionError};
+use crate::diagnose::{Classification, Diagnose, Diagnosis};
 
 /// Close codes after which reconnecting cannot help: protocol or policy faults (1002 protocol error,
 /// 1003 unsupported data, 1007 invalid payload, 1008 policy violation, 1009 message too big, 1010 missing
@@ -78,18 +76,10 @@ impl Diagnose for tungstenite::Error {
     }
 }
 
-/// The `Retry-After` header of a rejected upgrade, in its seconds form.
-pub(super) fn retry_after<T>(response: &http::Response<T>) -> Option<Duration> {
-    response
-        .headers()
-        .get("retry-after")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

@@ -5,7 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use async_tungstenite::tungstenite;
+use async_tungstenite::tungstenite::{self, http};
 
 use crate::error::ConnectTimeout;
 
@@ -119,7 +119,7 @@ impl ConnectError {
     pub(crate) fn from_upgrade(error: tungstenite::Error) -> Self {
         match error {
             tungstenite::Error::Http(response) => {
-                let retry_after = super::diagnose::retry_after(&response);
+                let retry_after = retry_after(&response);
                 let body = response.body().as_ref().map(|body| {
                     let end = body.len().min(1024);
                     String::from_utf8_lossy(&body[..end]).into_owned()
@@ -135,7 +135,7 @@ impl ConnectError {
     }
 }
 
-pub(crate) fn status_is_retryable(status: u16) -> bool {
+pub(super) fn status_is_retryable(status: u16) -> bool {
     matches!(status, 408 | 429) || !(400..500).contains(&status)
 }
 
@@ -202,4 +202,14 @@ impl From<tungstenite::Error> for ConnectionError {
     fn from(error: tungstenite::Error) -> Self {
         Self::Protocol(error)
     }
+}
+
+/// The `Retry-After` header of a rejected upgrade, in its seconds form.
+pub(super) fn retry_after<T>(response: &http::Response<T>) -> Option<Duration> {
+    response
+        .headers()
+        .get("retry-after")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
 }

@@ -1,6 +1,6 @@
 //! WebSocketClient: the 0.6.1-style API on any runtime, and the defects of 0.6.1 pinned.
 //!
-//! Each `defect_*` test pins one defect of the tokio-only stream-tungstenite 0.6.1 (letters as in issue 5) and
+//! Each `defect_*` test pins one defect of the tokio-only stream-tungstenite 0.6.1 (letters in the order they were found) and
 //! says in a comment how 0.6.1 fails it. Synchronisation is by signals only: the client's events, channels
 //! from the test servers, and a [`ManualClock`] wherever a delay matters. Real time appears only as generous
 //! upper bounds ([`prompt`]) so that a regression fails instead of hanging.

@@ -1,4 +1,5 @@
-//! The contracts of DESIGN.md (1–7, 9–12) pinned on generic streams: a scripted connector, a manual clock and
+//! The contracts of `ReconnectingStream` (its docs list them; the sections below follow that order) pinned on
+//! generic streams: a scripted connector, a manual clock and
 //! counting wakers. No test waits on real time.
 
 #[path = "../support/mod.rs"]

@@ -2,8 +2,9 @@
 //! server: connections cut at random (RST and FIN), a half-open path caught by the heartbeat, a server that
 //! refuses for a while, one that accepts and drops at once, a path with 100 ms of latency each way, a path
 //! throttled to 32 kB/s, and frames truncated mid-way before a cut, both in lockstep (nothing lost end to end)
-//! and in a stream (nothing accepted skipped, a repeat only where a send had not completed) (DESIGN contracts
-//! 3, 5, 6 and 8).
+//! and in a stream (nothing accepted skipped, a repeat only where a send had not completed): the contracts
+//! "nothing accepted is lost", "ordering" and "flap-aware backoff" of `ReconnectingStream`'s docs, and the
+//! heartbeat's "half-open detected within interval + timeout".
 //!
 //! Everything runs on real time with async-io's timer, so the tests in this file take a lock and run one at a
 //! time: timing bounds and the CPU measurement of one test must not be disturbed by another. Figures are

@@ -223,7 +223,7 @@ fn accept_then_close_is_a_retryable_handshake_error() {
         panic!("expected GaveUp, got {item:?}");
     };
     assert_eq!((attempts, unsent), (1, 0));
-    assert!(matches!(last, Failure::Connect { attempt: 1, .. }), "{last:?}");
+    assert!(matches!(*last, Failure::Connect { attempt: 1, .. }), "{last:?}");
     let error = last.downcast_ref::<ConnectError>().expect("a typed ConnectError");
     println!("accept-then-close: {error:?}");
     assert!(

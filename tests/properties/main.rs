@@ -1,7 +1,8 @@
 //! Property test of the state machine: random scripts of connect failures, hangs, drops, stalls, failing writes
 //! and flushes, interleaved with sends, polls, clock moves and a close.
 //!
-//! Properties (DESIGN.md contracts 2, 3, 5, 6):
+//! Properties (the contracts "items", "nothing accepted is lost", "ordering" and "flap-aware backoff" of
+//! `ReconnectingStream`'s docs):
 //! - every accepted message reaches, in order, a connection whose flush succeeded, or is handed back at the end;
 //! - a message is sent again only if its write or flush had not completed (each connection starts exactly
 //!   where the previous connection's last completed flush ended);

@@ -12,7 +12,7 @@
 //! ended the old one.
 //!
 //! Two ledgers:
-//! - **The library's contract** (DESIGN.md 3 and 5), checked on every write as it happens: the stream's writes
+//! - **The library's contract** ("nothing accepted is lost" and "ordering" in `ReconnectingStream`'s docs), checked on every write as it happens: the stream's writes
 //!   to each connection are exactly the accepted sequence, each connection starting where the previous one's
 //!   last completed flush ended; at the end, what no completed flush covered is exactly what `take_unsent`
 //!   hands back.

@@ -1,4 +1,4 @@
-//! WebSocket transport against loopback servers written here: connect, failure classes (DESIGN contract 7),
+//! WebSocket transport against loopback servers written here: connect, failure classes (as `ws::diagnose` states them),
 //! close frames, pings, the close handshake, TLS with a custom root, and the connector builder. Echo and
 //! drop scenarios run under tokio, async-std and smol.
 
@@ -17,24 +17,7 @@ use stream_tungstenite::time::ManualClock;
 use stream_tungstenite::tungstenite::Message;
 use stream_tungstenite::ws::{ConnectError, ConnectionError, WsConnector};
 use stream_tungstenite::{connect, Error, Event, Failure, ReconnectingStream};
-use support::{lockstep, server};
-
-fn events() -> (Arc<Mutex<Vec<Event>>>, impl FnMut(&Event) + Send + 'static) {
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&log);
-    (log, move |event: &Event| sink.lock().unwrap().push(event.clone()))
-}
-
-fn delays(log: &Mutex<Vec<Event>>) -> Vec<Duration> {
-    log.lock()
-        .unwrap()
-        .iter()
-        .filter_map(|e| match e {
-            Event::RetryScheduled { delay, .. } => Some(*delay),
-            _ => None,
-        })
-        .collect()
-}
+use support::{lockstep, server, Recorder};
 
 // ---- Echo and drop on each runtime --------------------------------------------------------------------------
 
@@ -222,31 +205,23 @@ fn upgrade_rejected_with_401_403_404_is_fatal_at_once() {
 fn first_delay(server: &server::Server) -> (Duration, Failure) {
     let url = server.url();
     let clock = ManualClock::new();
-    let (log, observer) = events();
+    let log = Recorder::new();
     let mut ws: ReconnectingStream<_, Message> = ReconnectingStream::new(move || connect(url.clone()))
         .with_timer(clock)
-        .with_observer(observer)
+        .with_observer(log.observer())
         .with_retry(
             ExponentialBackoff::new(Duration::from_millis(100), Duration::from_secs(10)).with_jitter(Jitter::None),
         );
     support::block_on(futures::future::poll_fn(|cx| {
         let _ = Pin::new(&mut ws).poll_next(cx);
-        if delays(&log).is_empty() {
+        if log.delays().is_empty() {
             Poll::Pending
         } else {
             Poll::Ready(())
         }
     }));
-    let failure = log
-        .lock()
-        .unwrap()
-        .iter()
-        .find_map(|e| match e {
-            Event::ConnectFailed { failure } => Some(failure.clone()),
-            _ => None,
-        })
-        .unwrap();
-    (delays(&log)[0], failure)
+    let failure = log.first_connect_failure().unwrap();
+    (log.delays()[0], failure)
 }
 
 #[test]
@@ -309,10 +284,10 @@ fn a_server_close_with_1012_is_an_event_with_its_code_and_reconnects() {
     let server = server::closing_server(1012, false);
     let url = server.url();
     let clock = ManualClock::new();
-    let (log, observer) = events();
+    let log = Recorder::new();
     let mut ws: ReconnectingStream<_, Message> = ReconnectingStream::new(move || connect(url.clone()))
         .with_timer(clock.clone())
-        .with_observer(observer)
+        .with_observer(log.observer())
         .with_retry(
             ExponentialBackoff::new(Duration::from_millis(100), Duration::from_secs(1)).with_jitter(Jitter::None),
         );
@@ -327,7 +302,7 @@ fn a_server_close_with_1012_is_an_event_with_its_code_and_reconnects() {
         }
         Poll::Pending
     }));
-    let events = log.lock().unwrap().clone();
+    let events = log.events();
     let reason = events
         .iter()
         .find_map(|e| match e {
@@ -357,16 +332,16 @@ fn a_server_close_with_1008_policy_violation_is_fatal() {
 fn a_dropped_tcp_connection_reports_close_code_1006() {
     let server = server::echo_server(Some(1));
     let url = server.url();
-    let (log, observer) = events();
+    let log = Recorder::new();
     let mut ws = ReconnectingStream::new(move || connect(url.clone()))
-        .with_observer(observer)
+        .with_observer(log.observer())
         .with_retry(NoRetry);
     support::block_on(async {
         ws.send(Message::text("x")).await.unwrap();
         assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("x"));
         assert!(ws.next().await.unwrap().is_err(), "NoRetry: the drop ends the stream");
     });
-    let code = log.lock().unwrap().iter().find_map(|e| match e {
+    let code = log.events().iter().find_map(|e| match e {
         Event::Disconnected { reason, .. } => reason.close_code(),
         _ => None,
     });
@@ -523,9 +498,9 @@ fn endpoints_are_rotated_on_failure() {
     };
     let server = server::echo_server(None);
     let connector = WsConnector::builder(dead).with_endpoint(server.url()).build();
-    let (log, observer) = events();
+    let log = Recorder::new();
     let mut ws = ReconnectingStream::new(connector)
-        .with_observer(observer)
+        .with_observer(log.observer())
         .with_retry(ExponentialBackoff::new(
             Duration::from_millis(1),
             Duration::from_millis(5),
@@ -534,12 +509,7 @@ fn endpoints_are_rotated_on_failure() {
         ws.send(Message::text("hi")).await.unwrap();
         assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hi"));
     });
-    let failures = log
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|e| matches!(e, Event::ConnectFailed { .. }))
-        .count();
+    let failures = log.count(|e| matches!(e, Event::ConnectFailed { .. }));
     assert_eq!(failures, 1, "the dead endpoint once, then the live one");
 }
 
