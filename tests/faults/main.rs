@@ -79,11 +79,23 @@ const TICK: Duration = Duration::from_millis(10);
 
 /// Threads of this process whose name starts with "proxy-".
 fn proxy_threads() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-        .filter(|name| name.starts_with("proxy-"))
-        .count()
+    let count = || {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .filter(|name| name.starts_with("proxy-"))
+            .count()
+    };
+    // A joined thread's task can linger in /proc for a moment after `join` returns (the kernel wakes the
+    // joiner before it releases the task), and nothing signals its release: look again for up to 1 s.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let left = count();
+        if left == 0 || Instant::now() >= deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 // ---- The proxy itself --------------------------------------------------------------------------------------
