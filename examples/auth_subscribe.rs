@@ -41,7 +41,7 @@
 //! - client: no update arrives while a handshake still waits for its reply (the reply predicates see every
 //!   data message); every update comes from a connection whose auth and subscriptions the handshakes
 //!   confirmed; within a connection, `seq` runs 0, 1, 2, ... without a gap; each server connection is one
-//!   generation; every dial asks for a new token; the metrics layer counts as many connections as the stream
+//!   generation; every dial asks for a new token; the metrics hook counts as many connections as the stream
 //!   has generations.
 //!
 //! The server also cuts one connection in the middle of the subscribe handshake, to show a handshake failure

@@ -2,8 +2,9 @@
 //!
 //! Run it with `cargo run --example client_quickstart`. No outside server is needed: it starts a small feed
 //! server on 127.0.0.1 (a thread running `async_io::block_on`, one more per connection). The client code is the
-//! 0.6.1 quick start, word for word but for two things: the runtime's spawn call (`smol::spawn`) and an end,
-//! so that the example stops by itself (the loop ends on the server's `bye`, then `shutdown()`).
+//! 0.6.1 quick start, word for word but for three things: the runtime's spawn call (`smol::spawn`), the 0.7
+//! name of the builder's setter (`with_receive_timeout` for `receive_timeout`), and an end, so that the example
+//! stops by itself (the loop ends on the server's `bye`, then `shutdown()`).
 //!
 //! The server, per connection:
 //!
