@@ -157,13 +157,14 @@ where
             }
             dialled = false;
             match this.state {
-                // Lazy start (or closed before it): dial.
+                // Closed while no connection is up: nothing to flush; the queue is kept for the user.
+                State::Idle | State::Connecting { .. } | State::Backoff { .. } if intent == Intent::Close => {
+                    trace!("closed before a connection was up");
+                    *this.state = this.life.closed(this.queue);
+                    this.life.wakers.wake(Side::Read);
+                }
+                // Lazy start: dial.
                 State::Idle => {
-                    if intent == Intent::Close {
-                        let next = this.life.closed(this.queue);
-                        *this.state = next;
-                        continue;
-                    }
                     trace!("idle -> connecting");
                     let next = this.life.dial(this.connector);
                     *this.state = next;
@@ -176,13 +177,6 @@ where
                     attempt,
                 } => {
                     let attempt = *attempt;
-                    if intent == Intent::Close {
-                        trace!("connecting -> closed");
-                        let next = this.life.closed(this.queue);
-                        *this.state = next;
-                        this.life.wakers.wake(Side::Read);
-                        continue;
-                    }
                     this.life.wakers.register(side, cx.waker());
                     let mut shared = Context::from_waker(&this.life.combined);
                     let failure = match future.as_mut().poll(&mut shared) {
@@ -209,13 +203,6 @@ where
                 }
                 // Waiting before the next attempt.
                 State::Backoff { sleep, .. } => {
-                    if intent == Intent::Close {
-                        trace!("backoff -> closed");
-                        let next = this.life.closed(this.queue);
-                        *this.state = next;
-                        this.life.wakers.wake(Side::Read);
-                        continue;
-                    }
                     this.life.wakers.register(side, cx.waker());
                     match sleep.as_mut().poll(&mut Context::from_waker(&this.life.combined)) {
                         Poll::Ready(()) => {
