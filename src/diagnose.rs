@@ -24,7 +24,7 @@ pub enum Classification {
     Fatal,
 }
 
-/// What an error says about the failure it caused, recorded in the [`Failure`] when it happens.
+/// What an error says about the failure it caused, recorded in the [`Failure`](crate::Failure) when it happens.
 ///
 /// Built by [`Diagnose::diagnose`]; the default knows nothing: the failure is retried and has no close code.
 ///
