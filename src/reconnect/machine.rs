@@ -99,6 +99,21 @@ macro_rules! read_connected {
 }
 pub(crate) use read_connected;
 
+/// The sink's write of a connection that is up (connected, or closing): the queue written and flushed; returns
+/// from the loop when done or pending, evaluates to the connection's failure otherwise.
+macro_rules! write_connected {
+    ($conn:expr, $this:ident, $cx:expr, $intent:expr, $connected:expr) => {
+        match $this.queue.poll_write(Pin::new($conn), $cx) {
+            Poll::Ready(Ok(())) => return Poll::Ready(None),
+            Poll::Ready(Err(error)) => Failure::write($this.life.generation, error),
+            Poll::Pending => {
+                $this.life.wakers.register(Side::Write, $cx.waker());
+                return pending_unless_met($intent, $this.queue, $connected);
+            }
+        }
+    };
+}
+
 impl<C, I> ReconnectingStream<C, I>
 where
     C: Connect,
@@ -217,14 +232,7 @@ where
                 State::Connected { conn, .. } => {
                     let failure = match intent {
                         Intent::Read => read_connected!(conn, this.queue, this.life, cx),
-                        Intent::Ready | Intent::Flush => match this.queue.poll_write(Pin::new(conn), cx) {
-                            Poll::Ready(Ok(())) => return Poll::Ready(None),
-                            Poll::Ready(Err(error)) => Failure::write(this.life.generation, error),
-                            Poll::Pending => {
-                                this.life.wakers.register(Side::Write, cx.waker());
-                                return pending_unless_met(intent, this.queue, true);
-                            }
-                        },
+                        Intent::Ready | Intent::Flush => write_connected!(conn, this, cx, intent, true),
                         Intent::Close => {
                             debug!(queued = this.queue.len(), "closing");
                             let timer = &this.life.settings.timer;
@@ -268,14 +276,7 @@ where
                             }
                         }
                         Intent::Read => read_connected!(conn, this.queue, this.life, cx),
-                        Intent::Ready | Intent::Flush => match this.queue.poll_write(Pin::new(conn), cx) {
-                            Poll::Ready(Ok(())) => return Poll::Ready(None),
-                            Poll::Ready(Err(error)) => Failure::write(this.life.generation, error),
-                            Poll::Pending => {
-                                this.life.wakers.register(Side::Write, cx.waker());
-                                return pending_unless_met(intent, this.queue, false);
-                            }
-                        },
+                        Intent::Ready | Intent::Flush => write_connected!(conn, this, cx, intent, false),
                     };
                     debug!(%failure, "connection failed while closing");
                     this.life.disconnected(&failure, since);
