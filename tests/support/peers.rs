@@ -1,6 +1,6 @@
 //! Launches third-party WebSocket servers (peers) for the interop tests: Python `websockets` and Node `ws`.
 //!
-//! Include from a test binary with `#[path = "../support/peers.rs"] mod peers;`. The servers are
+//! Part of the shared support module (`support::peers`). The servers are
 //! `tests/peers/python_server.py` and `tests/peers/node_server.js` (same command line, see there), installed by
 //! `.ci/install-peers` (a venv at `<repo>/.venv` and `tests/peers/node_modules`). When a peer is not installed,
 //! [`Peer::start`] returns `None` after printing a "skipping" note, except under `CI=true`, where it panics.
