@@ -121,15 +121,21 @@ pub enum Failure {
     },
 }
 
+/// An error shared, with what it diagnosed of itself (read before the error is boxed).
+fn shared<E: Into<BoxError> + Diagnose>(error: E) -> (SharedError, Diagnosis) {
+    let diagnosis = error.diagnose();
+    (Arc::from(error.into()), diagnosis)
+}
+
 impl Failure {
     /// A failed attempt.
     #[cold]
     #[inline(never)]
     pub(crate) fn connect<E: Into<BoxError> + Diagnose>(attempt: u32, error: E) -> Self {
-        let diagnosis = error.diagnose();
+        let (source, diagnosis) = shared(error);
         Self::Connect {
             attempt,
-            source: Arc::from(error.into()),
+            source,
             diagnosis,
         }
     }
@@ -138,10 +144,10 @@ impl Failure {
     #[cold]
     #[inline(never)]
     pub(crate) fn read<E: Into<BoxError> + Diagnose>(generation: u64, error: E) -> Self {
-        let diagnosis = error.diagnose();
+        let (source, diagnosis) = shared(error);
         Self::Read {
             generation,
-            source: Arc::from(error.into()),
+            source,
             diagnosis,
         }
     }
@@ -150,10 +156,10 @@ impl Failure {
     #[cold]
     #[inline(never)]
     pub(crate) fn write<E: Into<BoxError> + Diagnose>(generation: u64, error: E) -> Self {
-        let diagnosis = error.diagnose();
+        let (source, diagnosis) = shared(error);
         Self::Write {
             generation,
-            source: Arc::from(error.into()),
+            source,
             diagnosis,
         }
     }
