@@ -49,6 +49,9 @@ pub struct WsConnection {
     ready: bool,
     /// The Close frame is queued: `poll_close` only flushes it.
     closing: bool,
+    /// Set by a [`WsConnector`](super::WsConnector) of several endpoints: dropped before the connection was
+    /// stable, it moves the connector's endpoint ring on.
+    pub(super) rotation: Option<super::ring::RotateOnEarlyDrop>,
 }
 
 impl WsConnection {
@@ -69,6 +72,7 @@ impl WsConnection {
             ended: false,
             ready: true,
             closing: false,
+            rotation: None,
         }
     }
 

@@ -4,7 +4,6 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,9 +18,11 @@ use tracing::debug;
 
 use super::connection::WsConnection;
 use super::error::ConnectError;
+use super::ring::{Ring, Source};
 use super::transport::{self, MaybeTlsStream, Target, TcpOptions, Transport};
 use crate::connect::Connect;
 use crate::error::ConnectTimeout;
+use crate::reconnect::DEFAULT_STABLE_AFTER;
 use crate::redact::redact_url;
 
 /// The default read buffer per connection: 32 KiB (tungstenite's own default is 128 KiB, zero-filled on the
@@ -29,6 +30,16 @@ use crate::redact::redact_url;
 /// call into a buffer of its own, freed as soon as the socket has nothing more, so it reads as fast as with a
 /// large buffer while an idle one keeps only these 32 KiB.
 pub const DEFAULT_READ_BUFFER: usize = 32 * 1024;
+
+/// The default cap on a server's `Retry-After`: 5 minutes.
+///
+/// A 429 or 503 asks the client to wait; a wait longer than this is taken as this long, so that a
+/// misconfigured or hostile `Retry-After: 999999999` cannot park a client for years. Five minutes is above
+/// what rate limiters ask for in practice (seconds to a minute) and short enough that a client recovers soon
+/// after a maintenance window that asked for more; waking early costs one more request, which the server can
+/// answer with another `Retry-After`. Set per connector with
+/// [`with_max_retry_after`](WsConnectorBuilder::with_max_retry_after).
+pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(5 * 60);
 
 /// Opens a WebSocket connection: TCP (async-io, `TCP_NODELAY`), TLS for `wss://` (rustls, default roots),
 /// then the upgrade.
@@ -85,6 +96,10 @@ struct Settings {
     tls: Option<Arc<ClientConfig>>,
     connect_timeout: Option<Duration>,
     tcp: TcpOptions,
+    /// The cap on a rejection's `Retry-After`.
+    max_retry_after: Duration,
+    /// A connection of a ring of several endpoints dropped sooner moves the ring on.
+    stable_after: Duration,
 }
 
 impl Default for Settings {
@@ -97,6 +112,8 @@ impl Default for Settings {
                 nodelay: true,
                 keepalive: None,
             },
+            max_retry_after: DEFAULT_MAX_RETRY_AFTER,
+            stable_after: DEFAULT_STABLE_AFTER,
         }
     }
 }
@@ -139,7 +156,7 @@ async fn dial_inner(request: Request, settings: &Settings) -> Result<WsConnectio
     let (ws, response) =
         async_tungstenite::client_async_with_config(request, Transport::new(stream), Some(settings.ws_config))
             .await
-            .map_err(ConnectError::from_upgrade)?;
+            .map_err(|error| ConnectError::from_upgrade(error, settings.max_retry_after))?;
     // A fresh WebSocket over the same bytes: its read buffer has the configured size for good (see
     // `Transport`); the handshake read nothing past the response head, so nothing is left behind.
     let transport = ws.into_inner().upgraded();
@@ -151,20 +168,29 @@ async fn dial_inner(request: Request, settings: &Settings) -> Result<WsConnectio
     Ok(WsConnection::new(transport, settings.ws_config, protocol))
 }
 
-type UrlProvider = Arc<dyn Fn() -> String + Send + Sync>;
 type HeaderProvider = Arc<dyn Fn() -> HeaderMap + Send + Sync>;
-
-#[derive(Clone)]
-enum Urls {
-    /// Tried in turn: the next one after a failed attempt.
-    Endpoints(Vec<String>),
-    /// Asked once per attempt.
-    Provider(UrlProvider),
-}
 
 /// A WebSocket connector: a [`Connect`] that dials a fresh connection per attempt.
 ///
 /// Cheap to clone (the configuration is shared). Built with [`WsConnector::builder`].
+///
+/// # Endpoints
+///
+/// The URLs come from a ring of sources, each a fixed URL ([`builder`](Self::builder),
+/// [`with_endpoint`](WsConnectorBuilder::with_endpoint)) or a provider asked for one on each attempt that
+/// falls on it ([`builder_with_url_provider`](Self::builder_with_url_provider),
+/// [`with_endpoint_provider`](WsConnectorBuilder::with_endpoint_provider)), in the order added. Every attempt
+/// uses the current source. With two sources or more, the ring moves on to the next after an attempt that
+/// failed, and after a connection that was dropped before it was up for
+/// [`stable_after`](WsConnectorBuilder::with_stable_after) (a host that accepts the upgrade and then drops
+/// the connection is left like one that refuses it). It moves on only from the source the attempt or
+/// connection was made with, so two failures from one source move it once. The ring is shared by the
+/// connector's clones.
+///
+/// # Errors
+///
+/// A configuration the builder could not use (an invalid header, a root certificate rustls rejected) makes
+/// every attempt fail at once with [`ConnectError::Config`], which is fatal.
 ///
 /// # Examples
 ///
@@ -186,12 +212,13 @@ enum Urls {
 /// ```
 #[derive(Clone)]
 pub struct WsConnector {
-    urls: Urls,
-    next_endpoint: Arc<AtomicUsize>,
+    ring: Ring,
     headers: HeaderMap,
     header_provider: Option<HeaderProvider>,
     subprotocols: Vec<String>,
     settings: Settings,
+    /// What the builder could not use: every attempt fails with it.
+    config_error: Option<String>,
 }
 
 impl WsConnector {
@@ -200,48 +227,27 @@ impl WsConnector {
         Self::builder(url).build()
     }
 
-    /// Starts building a connector for `url`.
+    /// Starts building a connector for `url`, the first source of its ring.
     pub fn builder(url: impl Into<String>) -> WsConnectorBuilder {
-        WsConnectorBuilder {
-            connector: Self {
-                urls: Urls::Endpoints(vec![url.into()]),
-                next_endpoint: Arc::new(AtomicUsize::new(0)),
-                headers: HeaderMap::new(),
-                header_provider: None,
-                subprotocols: Vec::new(),
-                settings: Settings::default(),
-            },
-            roots: None,
-        }
+        WsConnectorBuilder::new(Source::Fixed(url.into()))
     }
 
-    /// Starts building a connector that asks `provider` for the URL on every attempt.
+    /// Starts building a connector whose first source asks `provider` for the URL on every attempt that falls
+    /// on it (every attempt, unless more sources are added: see [Endpoints](Self#endpoints)).
     pub fn builder_with_url_provider(provider: impl Fn() -> String + Send + Sync + 'static) -> WsConnectorBuilder {
-        let mut builder = Self::builder(String::new());
-        builder.connector.urls = Urls::Provider(Arc::new(provider));
-        builder
+        WsConnectorBuilder::new(Source::Provider(Arc::new(provider)))
     }
 
-    /// The URL the next attempt will use.
+    /// The URL the next attempt will use: the current source's (a provider is asked now).
     pub fn next_url(&self) -> String {
-        match &self.urls {
-            Urls::Endpoints(urls) => {
-                let index = self.next_endpoint.load(Ordering::Relaxed) % urls.len().max(1);
-                urls.get(index).cloned().unwrap_or_default()
-            }
-            Urls::Provider(provider) => provider(),
-        }
+        self.ring.current().0
     }
 
-    fn request(&self) -> Result<Request, ConnectError> {
-        let url = self.next_url();
-        let mut request = url
-            .as_str()
-            .into_client_request()
-            .map_err(|error| ConnectError::InvalidUrl {
-                url: redact_url(&url),
-                reason: error.to_string(),
-            })?;
+    fn request(&self, url: &str) -> Result<Request, ConnectError> {
+        let mut request = url.into_client_request().map_err(|error| ConnectError::InvalidUrl {
+            url: redact_url(url),
+            reason: error.to_string(),
+        })?;
         let headers = request.headers_mut();
         for (name, value) in &self.headers {
             headers.insert(name, value.clone());
@@ -256,7 +262,7 @@ impl WsConnector {
         if !self.subprotocols.is_empty() {
             let joined = self.subprotocols.join(", ");
             let value = HeaderValue::from_str(&joined).map_err(|_| ConnectError::InvalidUrl {
-                url: redact_url(&url),
+                url: redact_url(url),
                 reason: format!("invalid subprotocol list {joined:?}"),
             })?;
             headers.insert("sec-websocket-protocol", value);
@@ -274,18 +280,29 @@ impl Connect for WsConnector {
     type Future = WsConnectorFuture;
 
     fn connect(&mut self) -> WsConnectorFuture {
-        let request = self.request();
+        if let Some(reason) = &self.config_error {
+            let error = ConnectError::Config { reason: reason.clone() };
+            return Box::pin(future::ready(Err(error)));
+        }
+        let (url, turn) = self.ring.current();
+        let request = self.request(&url);
         let settings = self.settings.clone();
-        let rotate = match &self.urls {
-            Urls::Endpoints(urls) if urls.len() > 1 => Some(Arc::clone(&self.next_endpoint)),
-            _ => None,
-        };
         Box::pin(async move {
-            let outcome = dial(request?, &settings).await;
-            if let (Err(_), Some(next)) = (&outcome, rotate) {
-                next.fetch_add(1, Ordering::Relaxed);
+            let outcome = match request {
+                Ok(request) => dial(request, &settings).await,
+                Err(error) => Err(error),
+            };
+            match (outcome, turn) {
+                (Ok(mut connection), Some(turn)) => {
+                    connection.rotation = Some(turn.until_stable(settings.stable_after));
+                    Ok(connection)
+                }
+                (Err(error), Some(turn)) => {
+                    turn.advance();
+                    Err(error)
+                }
+                (outcome, None) => outcome,
             }
-            outcome
         })
     }
 }
@@ -295,21 +312,18 @@ impl fmt::Debug for WsConnector {
         // Header values may carry credentials: only their names are shown.
         let header_names: Vec<&str> = self.headers.keys().map(HeaderName::as_str).collect();
         // URLs may carry credentials in their query or user info: those are hidden too.
-        let mut s = f.debug_struct("WsConnector");
-        match &self.urls {
-            Urls::Endpoints(urls) => {
-                let shown: Vec<String> = urls.iter().map(|url| redact_url(url)).collect();
-                s.field("endpoints", &shown)
-            }
-            Urls::Provider(_) => s.field("endpoints", &"<provider>"),
-        };
-        s.field("headers", &header_names)
+        f.debug_struct("WsConnector")
+            .field("endpoints", &self.ring)
+            .field("headers", &header_names)
             .field("header_provider", &self.header_provider.is_some())
             .field("subprotocols", &self.subprotocols)
             .field("connect_timeout", &self.settings.connect_timeout)
             .field("tcp_nodelay", &self.settings.tcp.nodelay)
             .field("tcp_keepalive", &self.settings.tcp.keepalive)
             .field("custom_tls", &self.settings.tls.is_some())
+            .field("max_retry_after", &self.settings.max_retry_after)
+            .field("stable_after", &self.settings.stable_after)
+            .field("config_error", &self.config_error)
             .finish_non_exhaustive()
     }
 }
@@ -322,26 +336,74 @@ pub struct WsConnectorBuilder {
 }
 
 impl WsConnectorBuilder {
-    /// Adds a fallback endpoint: after a failed attempt the next endpoint is tried, in a ring.
-    pub fn with_endpoint(mut self, url: impl Into<String>) -> Self {
-        match &mut self.connector.urls {
-            Urls::Endpoints(urls) => urls.push(url.into()),
-            Urls::Provider(_) => self.connector.urls = Urls::Endpoints(vec![url.into()]),
+    fn new(source: Source) -> Self {
+        Self {
+            connector: WsConnector {
+                ring: Ring::new(source),
+                headers: HeaderMap::new(),
+                header_provider: None,
+                subprotocols: Vec::new(),
+                settings: Settings::default(),
+                config_error: None,
+            },
+            roots: None,
         }
+    }
+
+    /// Keeps the first configuration error: every attempt of the built connector fails with it.
+    fn fail(&mut self, reason: String) {
+        self.connector.config_error.get_or_insert(reason);
+    }
+
+    /// Appends a fixed URL to the endpoint ring, tried after the sources added before it (see
+    /// [Endpoints](WsConnector#endpoints)). It adds to a URL provider; it does not replace it.
+    pub fn with_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.connector.ring.push(Source::Fixed(url.into()));
+        self
+    }
+
+    /// Appends a URL provider to the endpoint ring: asked for the URL on each attempt that falls on it (see
+    /// [Endpoints](WsConnector#endpoints)).
+    pub fn with_endpoint_provider(mut self, provider: impl Fn() -> String + Send + Sync + 'static) -> Self {
+        self.connector.ring.push(Source::Provider(Arc::new(provider)));
+        self
+    }
+
+    /// Sets how long a connection must stay up to count as stable (default
+    /// [`DEFAULT_STABLE_AFTER`](crate::DEFAULT_STABLE_AFTER), the same as
+    /// [`ReconnectingStream::with_stable_after`](crate::ReconnectingStream::with_stable_after)'s, which it
+    /// should match). With several endpoints, a connection dropped sooner, for whatever reason, moves the
+    /// ring on to the next one; `Duration::ZERO` moves it only after failed attempts.
+    pub fn with_stable_after(mut self, stable_after: Duration) -> Self {
+        self.connector.settings.stable_after = stable_after;
+        self
+    }
+
+    /// Sets the longest wait a server's `Retry-After` can impose (default [`DEFAULT_MAX_RETRY_AFTER`]): a
+    /// longer one, in seconds or as a date, is taken as this long in [`ConnectError::Rejected`].
+    pub fn with_max_retry_after(mut self, max: Duration) -> Self {
+        self.connector.settings.max_retry_after = max;
         self
     }
 
     /// Adds a header sent with every upgrade request.
     ///
-    /// # Panics
+    /// # Errors
     ///
-    /// Never: an invalid name or value is logged and skipped.
+    /// An invalid name or value makes every attempt of the built connector fail at once with
+    /// [`ConnectError::Config`] naming the header. Its value is never shown (it may be a credential), nor an
+    /// invalid name past its first invalid character (`"authorization: Bearer ..."` given as a name).
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
-        match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
-            (Ok(name), Ok(value)) => {
-                self.connector.headers.insert(name, value);
-            }
-            _ => tracing::warn!(header = name, "invalid header skipped"),
+        match HeaderName::from_bytes(name.as_bytes()) {
+            Err(_) => self.fail(invalid_header_name(name)),
+            Ok(name) => match HeaderValue::from_str(value) {
+                Ok(value) => {
+                    self.connector.headers.insert(name, value);
+                }
+                Err(_) => self.fail(format!(
+                    "invalid value for header {name} (only visible ASCII, spaces and tabs are allowed)"
+                )),
+            },
         }
         self
     }
@@ -386,10 +448,16 @@ impl WsConnectorBuilder {
     }
 
     /// Trusts `certificate` (DER) as a root, in addition to the default roots.
+    ///
+    /// # Errors
+    ///
+    /// A certificate rustls rejects makes every attempt of the built connector fail at once with
+    /// [`ConnectError::Config`] (`root certificate rejected: ...`), even if
+    /// [`with_rustls_config`](Self::with_rustls_config) replaces the roots later.
     pub fn with_root_certificate(mut self, certificate: CertificateDer<'static>) -> Self {
         let roots = self.roots.get_or_insert_with(transport::default_roots);
         if let Err(error) = roots.add(certificate) {
-            tracing::warn!(%error, "root certificate skipped");
+            self.fail(format!("root certificate rejected: {error}"));
         }
         self
     }
@@ -403,22 +471,54 @@ impl WsConnectorBuilder {
     }
 
     /// Builds the connector.
+    ///
+    /// # Errors
+    ///
+    /// Never here: a configuration error (see [`with_header`](Self::with_header) and
+    /// [`with_root_certificate`](Self::with_root_certificate), or a TLS configuration rustls could not make
+    /// from the roots) is kept in the connector, whose every attempt fails with [`ConnectError::Config`].
     pub fn build(mut self) -> WsConnector {
         if let Some(roots) = self.roots.take() {
             match transport::client_config(roots) {
                 Ok(config) => self.connector.settings.tls = Some(config),
-                Err(error) => {
-                    tracing::warn!(%error, "custom tls configuration failed; using the default")
-                }
+                Err(error) => self.fail(format!("tls configuration failed: {error}")),
             }
         }
+        if let Some(reason) = &self.connector.config_error {
+            debug!(%reason, "connector built with an invalid configuration: every attempt fails");
+        }
         self.connector
+    }
+}
+
+/// Why `name` is not a header name, showing it only up to its first invalid character: what follows may be a
+/// header value given as part of the name.
+fn invalid_header_name(name: &str) -> String {
+    let is_token = |byte: u8| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte);
+    match name.bytes().position(|byte| !is_token(byte)) {
+        None if name.is_empty() => "invalid header name: empty".to_owned(),
+        // Every byte before `at` is ASCII, so `at` is a character boundary.
+        Some(at) => format!(
+            "invalid header name {:?}... (character {} is not allowed)",
+            name.get(..at).unwrap_or_default(),
+            at + 1
+        ),
+        None => format!("invalid header name {name:?}"),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_invalid_header_name_is_shown_up_to_its_first_invalid_character() {
+        assert_eq!(
+            invalid_header_name("authorization: Bearer s3cret"),
+            r#"invalid header name "authorization"... (character 14 is not allowed)"#
+        );
+        assert_eq!(invalid_header_name(""), "invalid header name: empty");
+    }
 
     #[test]
     fn a_connector_is_shown_without_credentials() {

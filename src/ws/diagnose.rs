@@ -1,15 +1,20 @@
 //! The WebSocket failure classes: how this module's errors, and tungstenite's, [diagnose](Diagnose)
 //! themselves.
 //!
-//! - Connect: invalid URL, certificate errors and HTTP 4xx other than 408/429 are fatal; 429 and 503 with
-//!   `Retry-After` wait at least that long; 5xx, DNS, TCP, timeouts and other TLS errors retry. The same
-//!   rules apply to a bare `tungstenite::Error` from a hand-written connector.
+//! - Connect: invalid URL, an invalid connector configuration ([`ConnectError::Config`]), certificate errors
+//!   and HTTP 4xx other than 408/429 are fatal; 429 and 503 with `Retry-After` wait at least that long (at
+//!   most the connector's cap, [`DEFAULT_MAX_RETRY_AFTER`] by default); 5xx, DNS, TCP, timeouts and other TLS
+//!   errors retry. The same rules apply to a bare `tungstenite::Error` from a hand-written connector, whose
+//!   `Retry-After` is capped at [`DEFAULT_MAX_RETRY_AFTER`].
 //! - Connection: a server Close with a code in [`FATAL_CLOSE_CODES`] is fatal; every other code (1000,
 //!   1001, 1006, 1011, 1012, 1013, 4xxx, ...), I/O errors and resets reconnect with backoff. Each lost
 //!   connection carries its close code: the server's, or 1006 when it was lost without a close handshake.
 
+use std::time::SystemTime;
+
 use async_tungstenite::tungstenite;
 
+use super::connector::DEFAULT_MAX_RETRY_AFTER;
 use super::error::{retry_after, status_is_retryable, ConnectError, ConnectionError};
 use crate::diagnose::{Classification, Diagnose, Diagnosis};
 
@@ -58,7 +63,8 @@ impl Diagnose for tungstenite::Error {
             tungstenite::Error::Url(_) => Diagnosis::classified(Classification::Fatal),
             tungstenite::Error::Http(response) => {
                 let status = response.status().as_u16();
-                match (status, retry_after(response)) {
+                let wait = retry_after(response, SystemTime::now(), DEFAULT_MAX_RETRY_AFTER);
+                match (status, wait) {
                     (429 | 503, Some(delay)) => Diagnosis::classified(Classification::RetryAfter(delay)),
                     _ if status_is_retryable(status) => Diagnosis::classified(Classification::Retry),
                     _ => Diagnosis::classified(Classification::Fatal),
@@ -100,6 +106,28 @@ mod tests {
             reason: "bad".into(),
         };
         assert_eq!(class(invalid), Some(Classification::Fatal));
+        let config = ConnectError::Config {
+            reason: "root certificate rejected: bad encoding".into(),
+        };
+        assert_eq!(
+            config.to_string(),
+            "invalid configuration: root certificate rejected: bad encoding"
+        );
+        assert_eq!(class(config), Some(Classification::Fatal));
+    }
+
+    #[test]
+    fn a_bare_rejection_caps_its_retry_after() {
+        let response = tungstenite::http::Response::builder()
+            .status(429)
+            .header("retry-after", "999999999")
+            .body(None)
+            .expect("a valid response");
+        let diagnosis = tungstenite::Error::Http(Box::new(response)).diagnose();
+        assert_eq!(
+            diagnosis.classification(),
+            Some(Classification::RetryAfter(DEFAULT_MAX_RETRY_AFTER))
+        );
     }
 
     #[test]

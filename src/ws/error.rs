@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_tungstenite::tungstenite::{self, http};
 
@@ -60,7 +60,10 @@ pub enum ConnectError {
     Rejected {
         /// The HTTP status code.
         status: u16,
-        /// The `Retry-After` header, in seconds form.
+        /// The `Retry-After` header as a wait from when the response arrived: its delay-seconds or its
+        /// HTTP-date form (a date in the past is no wait), at most the connector's
+        /// [`with_max_retry_after`](super::WsConnectorBuilder::with_max_retry_after) (by default
+        /// [`DEFAULT_MAX_RETRY_AFTER`](super::DEFAULT_MAX_RETRY_AFTER)).
         retry_after: Option<Duration>,
         /// The start of the response body, if any (at most 1 KiB, lossy UTF-8).
         body: Option<String>,
@@ -71,14 +74,23 @@ pub enum ConnectError {
     /// The HTTP upgrade failed for another reason (bad response, protocol error, I/O). Retried.
     #[error("websocket upgrade failed")]
     Upgrade(#[source] tungstenite::Error),
+    /// The connector was built with a configuration it cannot use (a root certificate rustls rejected, an
+    /// invalid header, a TLS configuration that could not be made). Every attempt of that connector fails
+    /// with it at once, before anything is dialled. Fatal.
+    #[error("invalid configuration: {reason}")]
+    Config {
+        /// What is wrong, e.g. `root certificate rejected: ...` or `invalid value for header authorization`
+        /// (header values are never shown: they may carry credentials).
+        reason: String,
+    },
 }
 
 impl ConnectError {
-    /// Whether retrying may help: `false` for invalid URLs, certificate errors and HTTP 4xx other than 408
-    /// and 429.
+    /// Whether retrying may help: `false` for invalid URLs, an invalid configuration, certificate errors and
+    /// HTTP 4xx other than 408 and 429.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::InvalidUrl { .. } => false,
+            Self::InvalidUrl { .. } | Self::Config { .. } => false,
             Self::Tls { .. } => !self.is_certificate_error(),
             Self::Rejected { status, .. } => status_is_retryable(*status),
             Self::Upgrade(tungstenite::Error::Url(_)) => false,
@@ -115,11 +127,11 @@ impl ConnectError {
     }
 
     /// Turns a tungstenite upgrade error into the matching variant (rejections keep status and
-    /// `Retry-After`).
-    pub(crate) fn from_upgrade(error: tungstenite::Error) -> Self {
+    /// `Retry-After`, at most `max_retry_after`).
+    pub(crate) fn from_upgrade(error: tungstenite::Error, max_retry_after: Duration) -> Self {
         match error {
             tungstenite::Error::Http(response) => {
-                let retry_after = retry_after(&response);
+                let retry_after = retry_after(&response, SystemTime::now(), max_retry_after);
                 let body = response.body().as_ref().map(|body| {
                     let end = body.len().min(1024);
                     String::from_utf8_lossy(&body[..end]).into_owned()
@@ -204,12 +216,87 @@ impl From<tungstenite::Error> for ConnectionError {
     }
 }
 
-/// The `Retry-After` header of a rejected upgrade, in its seconds form.
-pub(super) fn retry_after<T>(response: &http::Response<T>) -> Option<Duration> {
-    response
-        .headers()
-        .get("retry-after")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
+/// The `Retry-After` header of a rejected upgrade as a wait from `now`, at most `max` (see
+/// [`parse_retry_after`]).
+pub(super) fn retry_after<T>(response: &http::Response<T>, now: SystemTime, max: Duration) -> Option<Duration> {
+    let value = response.headers().get(http::header::RETRY_AFTER)?.to_str().ok()?;
+    parse_retry_after(value, now).map(|wait| wait.min(max))
+}
+
+/// A `Retry-After` value (RFC 9110 section 10.2.3) as a wait from `now`: delay-seconds, or an HTTP-date in
+/// any of its three forms (IMF-fixdate, RFC 850, asctime). A date in the past is no wait; more digits than a
+/// `u64` holds are as long a wait as can be (the caller caps it). `None` for anything else.
+fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|byte| byte.is_ascii_digit()) {
+        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
+    }
+    let date = httpdate::parse_http_date(value).ok()?;
+    Some(date.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110's example date.
+    fn example_date() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777)
+    }
+
+    #[test]
+    fn retry_after_reads_delay_seconds() {
+        let now = SystemTime::now();
+        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("99999999999999999999999", now),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        for invalid in ["", "-1", "1.5", "+3", "soon", "12 s"] {
+            assert_eq!(parse_retry_after(invalid, now), None, "{invalid:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_reads_the_three_http_date_forms() {
+        let before = example_date() - Duration::from_secs(90);
+        for form in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+        ] {
+            assert_eq!(parse_retry_after(form, before), Some(Duration::from_secs(90)), "{form}");
+        }
+    }
+
+    #[test]
+    fn a_retry_after_date_in_the_past_is_no_wait() {
+        let after = example_date() + Duration::from_secs(3600);
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", after),
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn a_rejection_caps_its_retry_after() {
+        let response = |value: &str| {
+            http::Response::builder()
+                .status(429)
+                .header("retry-after", value)
+                .body(None::<Vec<u8>>)
+                .expect("a valid response")
+        };
+        let cap = Duration::from_secs(60);
+        let now = example_date();
+        assert_eq!(retry_after(&response("999999999"), now, cap), Some(cap));
+        assert_eq!(
+            retry_after(&response("Mon, 07 Nov 1994 08:49:37 GMT"), now, cap),
+            Some(cap)
+        );
+        assert_eq!(retry_after(&response("30"), now, cap), Some(Duration::from_secs(30)));
+        let error = ConnectError::from_upgrade(tungstenite::Error::Http(Box::new(response("999999999"))), cap);
+        assert_eq!(error.retry_after(), Some(cap));
+    }
 }

@@ -10,16 +10,20 @@
 //!
 //! Failures are classified by what their errors diagnose ([`diagnose`] has the rules), which
 //! [`ReconnectingStream`](crate::ReconnectingStream)'s default classifier follows: HTTP 401/403/404, invalid
-//! URLs and certificate errors end the stream at once; 429/503 with `Retry-After` wait at least that long;
-//! 5xx and I/O errors retry; a server Close reconnects unless its code says reconnecting cannot help.
+//! URLs, an invalid connector configuration and certificate errors end the stream at once; 429/503 with
+//! `Retry-After` wait at least that long (at most [`DEFAULT_MAX_RETRY_AFTER`] by default); 5xx and I/O errors
+//! retry; a server Close reconnects unless its code says reconnecting cannot help.
 
 mod connection;
 mod connector;
 pub mod diagnose;
 mod error;
+mod ring;
 mod transport;
 
 pub use self::connection::WsConnection;
-pub use self::connector::{connect, WsConnector, WsConnectorBuilder, WsConnectorFuture, DEFAULT_READ_BUFFER};
+pub use self::connector::{
+    connect, WsConnector, WsConnectorBuilder, WsConnectorFuture, DEFAULT_MAX_RETRY_AFTER, DEFAULT_READ_BUFFER,
+};
 pub use self::diagnose::FATAL_CLOSE_CODES;
 pub use self::error::{ConnectError, ConnectionError};

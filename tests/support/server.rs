@@ -129,8 +129,10 @@ pub fn echo_server(drop_every: Option<usize>) -> Server {
     })
 }
 
-/// A server that answers every upgrade request with this raw HTTP status line and headers.
-pub fn rejecting_server(status: u16, reason: &'static str, headers: &'static str) -> Server {
+/// A server that answers every upgrade request with this raw HTTP status line and headers (each line ending
+/// in `\r\n`).
+pub fn rejecting_server(status: u16, reason: &'static str, headers: impl Into<String>) -> Server {
+    let headers = headers.into();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));

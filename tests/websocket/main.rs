@@ -5,6 +5,10 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod config_errors;
+mod retry_after;
+mod rotation;
+
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
