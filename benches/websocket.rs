@@ -1,6 +1,7 @@
 //! Our WebSocket client against the bare async-tungstenite socket, over loopback, in the same run.
 //!
-//! Run it with `cargo bench --bench websocket` (a few minutes at most; `BENCH_QUICK=1` or `-- --quick` for a
+//! Run it with `cargo bench --bench websocket` (a few minutes at most; `WS_BENCH_ONLY=memory` for the idle
+//! memory figures alone; `BENCH_QUICK=1` or `-- --quick` for a
 //! run of well under a minute). It prints criterion's report for each benchmark, then one line per headline
 //! figure, with the target:
 //!
@@ -104,6 +105,10 @@ fn main() {
     let pinning = if mode == Mode::Test { None } else { Pinning::try_pin() };
     let server = ServerProcess::start(pinning.as_ref());
     let addr = server.addr;
+    if std::env::var("WS_BENCH_ONLY").as_deref() == Ok("memory") {
+        memory::figure(addr, mode);
+        return;
+    }
 
     let mut criterion = Criterion::default()
         .warm_up_time(Duration::from_millis(if mode == Mode::Full { 1000 } else { 200 }))
@@ -233,6 +238,50 @@ where
         send(&mut self.0, Message::text("drop")).await;
         // The drop is not an item: the stream reconnects and yields the next connection's first message.
         recv(&mut self.0).await
+    }
+}
+
+/// A [`WebSocketClient`](stream_tungstenite::WebSocketClient) with its `run()` spawned on a local executor,
+/// read through a subscription and written through `send`: for the idle-memory figure only.
+struct ClientConn {
+    client: std::sync::Arc<stream_tungstenite::WebSocketClient>,
+    messages: stream_tungstenite::client::Subscription<Message>,
+    _run: smol::Task<()>,
+}
+
+impl ClientConn {
+    fn open(executor: &smol::LocalExecutor<'_>, addr: SocketAddr) -> Self {
+        let client = std::sync::Arc::new(
+            stream_tungstenite::WebSocketClient::builder(format!("ws://{addr}/"))
+                .with_retry(Immediate::new())
+                .build(),
+        );
+        let messages = client.subscribe();
+        let run = {
+            let client = std::sync::Arc::clone(&client);
+            executor.spawn(async move {
+                let _ = client.run().await;
+            })
+        };
+        Self {
+            client,
+            messages,
+            _run: run,
+        }
+    }
+}
+
+impl Client for ClientConn {
+    async fn send(&mut self, message: Message) {
+        self.client.send(message).await.expect("client send failed");
+    }
+
+    async fn recv(&mut self) -> Message {
+        self.messages.recv().await.expect("client receive failed")
+    }
+
+    async fn reconnect(&mut self) -> Message {
+        unimplemented!("the client variant measures idle memory only")
     }
 }
 
@@ -544,7 +593,7 @@ fn size_label(size: usize) -> String {
 mod memory {
     use super::*;
 
-    const VARIANTS: [&str; 4] = ["bare", "bare-ours-buf", "ours", "ours-128K"];
+    const VARIANTS: [&str; 5] = ["bare", "bare-ours-buf", "ours", "ours-128K", "client"];
 
     /// Runs each variant in fresh child processes and prints the figure.
     pub(super) fn figure(addr: SocketAddr, mode: Mode) {
@@ -561,7 +610,7 @@ mod memory {
                 per_connection[which].push(run_child(addr, VARIANTS[which], connections));
             }
         }
-        let [bare, bare_16k, ours, ours_128k]: [f64; 4] = per_connection
+        let [bare, bare_16k, ours, ours_128k, client]: [f64; 5] = per_connection
             .into_iter()
             .map(|mut kib| {
                 kib.sort_by(f64::total_cmp);
@@ -569,7 +618,7 @@ mod memory {
             })
             .collect::<Vec<_>>()
             .try_into()
-            .expect("four variants");
+            .expect("five variants");
         println!(
             "ratio idle memory per connection (ours/bare): {:.2} (bare {bare:.1} KiB, ours {ours:.1} KiB) [RSS growth over {connections} connections, median of {runs} processes; target <= 0.5: {}]",
             ours / bare,
@@ -582,6 +631,11 @@ mod memory {
         println!(
             "    same 128 KiB read buffer: {:.2} (bare {bare:.1} KiB, ours-128K {ours_128k:.1} KiB)",
             ours_128k / bare
+        );
+        println!(
+            "idle WebSocketClient over ReconnectingStream: {:+.1} KiB per connection (client {client:.1} KiB, ours {ours:.1} KiB) [target <= +4: {}]",
+            client - ours,
+            verdict(client - ours <= 4.0)
         );
     }
 
@@ -626,6 +680,15 @@ mod memory {
                 "bare-ours-buf" => idle(connections, || Bare::connect(addr, "/", config_16k())).await,
                 "ours" => idle(connections, || async move { ours(addr, "/") }).await,
                 "ours-128K" => idle(connections, || async move { ours_128k(addr, "/") }).await,
+                "client" => {
+                    let executor = smol::LocalExecutor::new();
+                    executor
+                        .run(idle(connections, || {
+                            let conn = ClientConn::open(&executor, addr);
+                            async move { conn }
+                        }))
+                        .await
+                }
                 other => panic!("unknown variant {other}"),
             }
         });

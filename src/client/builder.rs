@@ -18,7 +18,8 @@ use tower_layer::Layer;
 use super::config::ClientConfig;
 use super::connector::{BoxConnector, Step};
 use super::fanout::Publisher;
-use super::state::{Detail, Shared};
+use super::outbox::Outbox;
+use super::state::{Detail, Runs, Shared};
 use super::{RetryFactory, WebSocketClient};
 use crate::connect::Connect;
 use crate::diagnose::Diagnose;
@@ -148,7 +149,8 @@ impl ClientBuilder {
         self
     }
 
-    /// Adds a header to every upgrade request.
+    /// Adds a header to every upgrade request. An invalid name or value makes every attempt fail at once with
+    /// [`ConnectError::Config`](crate::ws::ConnectError::Config), which ends the run (fatal).
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
         self.connector = self.connector.with_header(name, value);
         self
@@ -166,9 +168,18 @@ impl ClientBuilder {
         self
     }
 
-    /// Trusts an extra root certificate for `wss://`.
+    /// Trusts an extra root certificate for `wss://`. A certificate rustls rejects makes every attempt fail at
+    /// once with [`ConnectError::Config`](crate::ws::ConnectError::Config), which ends the run (fatal).
     pub fn with_root_certificate(mut self, certificate: CertificateDer<'static>) -> Self {
         self.connector = self.connector.with_root_certificate(certificate);
+        self
+    }
+
+    /// Caps the wait a server's `Retry-After` asks for (default
+    /// [`DEFAULT_MAX_RETRY_AFTER`](crate::ws::DEFAULT_MAX_RETRY_AFTER)); see
+    /// [`WsConnectorBuilder::with_max_retry_after`].
+    pub fn with_max_retry_after(mut self, max: Duration) -> Self {
+        self.connector = self.connector.with_max_retry_after(max);
         self
     }
 
@@ -193,21 +204,22 @@ impl ClientBuilder {
     /// Builds the client.
     pub fn build(self) -> WebSocketClient {
         let config = self.config;
+        let stable_after = config.stable_after;
         let messages = Publisher::new(config.subscriber_capacity);
         let events = Publisher::new(config.event_capacity);
-        let (tx, rx) = async_channel::bounded(config.send_capacity.max(1));
+        let outbox = Arc::new(Outbox::new(config.send_capacity));
         let close_timeout_ms = u64::try_from(config.close_timeout.as_millis()).unwrap_or(u64::MAX);
         let shared = Arc::new(Shared {
             config,
             timer: self.timer,
             running: AtomicBool::new(false),
-            shutdown: AtomicBool::new(false),
+            runs: Mutex::new(Runs::default()),
+            shutdown_for: AtomicU64::new(0),
             close_timeout_ms: AtomicU64::new(close_timeout_ms),
-            wake_driver: Notify::new(),
             stopped: Notify::new(),
             messages,
             events,
-            outgoing: rx,
+            outbox,
             leftover: Mutex::new(Default::default()),
             messages_in: AtomicU64::new(0),
             messages_out: AtomicU64::new(0),
@@ -217,9 +229,9 @@ impl ClientBuilder {
         });
         WebSocketClient {
             shared,
-            tx,
             url: self.url,
-            connector: self.connector.build(),
+            // One threshold: what counts as stable for the backoff also decides when the endpoint ring moves on.
+            connector: self.connector.with_stable_after(stable_after).build(),
             retry: self.retry,
             handshakers: self.handshakers,
             steps: self.steps,

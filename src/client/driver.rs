@@ -24,14 +24,13 @@ use crate::reconnect::ReconnectingStream;
 /// Marks the client stopped when `run()` ends, however it ends.
 pub(super) struct RunGuard {
     pub(super) shared: Arc<Shared>,
+    /// The run's number: a shutdown is meant for one run.
+    pub(super) run: u64,
 }
 
 impl Drop for RunGuard {
     fn drop(&mut self) {
-        // Cleared here, not when a run starts: a shutdown requested before a spawned run is first polled
-        // still stops it.
-        self.shared.shutdown.store(false, Ordering::SeqCst);
-        self.shared.running.store(false, Ordering::SeqCst);
+        self.shared.end_run(self.run);
         self.shared.stopped.notify(usize::MAX);
     }
 }
@@ -48,11 +47,14 @@ where
 {
     pub(super) stream: ReconnectingStream<C, Message>,
     pub(super) shared: Arc<Shared>,
-    pub(super) outgoing: Pin<Box<async_channel::Receiver<Message>>>,
+    /// This run's number (see [`RunGuard`]).
+    pub(super) run: u64,
+
     /// Taken from the channel (or left by the previous run), not yet accepted by the stream.
     pub(super) pending: VecDeque<Message>,
     /// Read from the stream in this poll, published to the subscribers at its end.
     pub(super) inbound: VecDeque<Message>,
+    /// Wakes the driver when a message arrives in the outbox or a shutdown is asked (see [`arm`](Self::arm)).
     pub(super) listener: Option<EventListener>,
     pub(super) closing: Option<crate::time::Sleep>,
 }
@@ -90,6 +92,21 @@ where
     }
 }
 
+impl<C, E> Future for Driver<C>
+where
+    C: Connect,
+    C::Future: Unpin,
+    C::Connection: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
+    <C::Connection as Sink<Message>>::Error: Into<BoxError> + Diagnose,
+    E: Into<BoxError> + Diagnose,
+{
+    type Output = Result<(), ClientError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.get_mut().poll_drive(cx)
+    }
+}
+
 impl<C, E> Driver<C>
 where
     C: Connect,
@@ -101,9 +118,7 @@ where
     /// On shutdown: everything sent before it goes into the stream, to be flushed before the Close frame
     /// (or kept for the next run if no connection is up).
     fn take_queued(&mut self) {
-        while let Ok(message) = self.outgoing.try_recv() {
-            self.pending.push_back(message);
-        }
+        self.pending.extend(self.shared.outbox.drain());
         while let Some(message) = self.pending.pop_front() {
             self.shared.count_out(&message);
             // `start_send` queues without limit; the stream keeps the message whatever happens.
@@ -112,15 +127,16 @@ where
     }
 
     pub(super) fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ClientError>> {
-        if self.shutdown_requested(cx) {
+        self.arm(cx);
+        if self.shutdown_requested() {
             return self.poll_shutdown(cx);
         }
         // Outgoing: from the queue into the stream while it has room, then flush.
         loop {
             if self.pending.is_empty() {
-                match self.outgoing.as_mut().poll_next(cx) {
-                    Poll::Ready(Some(message)) => self.pending.push_back(message),
-                    _ => break,
+                match self.shared.outbox.pop() {
+                    Some(message) => self.pending.push_back(message),
+                    None => break,
                 }
             }
             match Pin::new(&mut self.stream).poll_ready(cx) {
@@ -172,19 +188,22 @@ where
         })
     }
 
-    fn shutdown_requested(&mut self, cx: &mut Context<'_>) -> bool {
+    /// Registers the task for the driver's wake-up (a message queued, a shutdown asked), before the caller
+    /// looks for either: what happens after this wakes the task.
+    fn arm(&mut self, cx: &mut Context<'_>) {
         loop {
-            if self.shared.shutdown.load(Ordering::SeqCst) {
-                return true;
-            }
             match self.listener.as_mut() {
-                None => self.listener = Some(self.shared.wake_driver.listen()),
+                None => self.listener = Some(self.shared.outbox.listen()),
                 Some(listener) => match Pin::new(listener).poll(cx) {
                     Poll::Ready(()) => self.listener = None,
-                    Poll::Pending => return false,
+                    Poll::Pending => return,
                 },
             }
         }
+    }
+
+    fn shutdown_requested(&self) -> bool {
+        self.shared.shutdown_for.load(Ordering::SeqCst) == self.run
     }
 
     /// Closes the stream (flush, Close frame, wait for the server's), bounded by the shutdown timeout.

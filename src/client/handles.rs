@@ -12,6 +12,7 @@ use futures_util::future::{self, Either};
 
 use super::error::{ReceiveError, SendError};
 use super::fanout::{self, Recv};
+use super::outbox::{Outbox, Refused};
 use crate::time::Timer;
 
 /// A cloneable handle for sending through a [`WebSocketClient`](super::WebSocketClient).
@@ -19,13 +20,13 @@ use crate::time::Timer;
 /// It stays valid across reconnects and across runs. Messages are queued (bounded by
 /// [`ClientConfig::send_capacity`](super::ClientConfig::send_capacity)) and written by the client's `run()` in
 /// order, after each new connection's handshakes; messages queued while disconnected go out on the next
-/// connection. A message accepted here is delivered to a connection whose flush completed, or kept for
-/// [`WebSocketClient::take_unsent`](super::WebSocketClient::take_unsent) when a run ends.
+/// connection. A message accepted here is delivered to a connection whose flush completed, or handed back by
+/// [`WebSocketClient::take_unsent`](super::WebSocketClient::take_unsent): whether a run had taken it, or it
+/// still waited in this queue (before a run, or after one ended).
 #[derive(Clone)]
 pub struct Sender {
-    pub(super) tx: async_channel::Sender<Message>,
-    // Not the client's shared state: holding it would keep the queue's receiving end alive, and a sender
-    // could then never see the client gone.
+    // Not the client's shared state: the outbox alone, which the client closes when it is dropped.
+    pub(super) outbox: Arc<Outbox>,
     pub(super) timer: Arc<dyn Timer>,
 }
 
@@ -40,10 +41,7 @@ impl Sender {
     ///
     /// Dropping the future before it completes drops the message, which was not queued.
     pub async fn send(&self, message: Message) -> Result<(), SendError> {
-        self.tx
-            .send(message)
-            .await
-            .map_err(|error| SendError::Closed(error.into_inner()))
+        self.outbox.push_wait(message).await.map_err(SendError::Closed)
     }
 
     /// Queues `message` if there is room now.
@@ -52,9 +50,9 @@ impl Sender {
     ///
     /// [`SendError::Full`] or [`SendError::Closed`], with the message.
     pub fn try_send(&self, message: Message) -> Result<(), SendError> {
-        self.tx.try_send(message).map_err(|error| match error {
-            async_channel::TrySendError::Full(message) => SendError::Full(message),
-            async_channel::TrySendError::Closed(message) => SendError::Closed(message),
+        self.outbox.push(message).map_err(|refused| match refused {
+            Refused::Full(message) => SendError::Full(message),
+            Refused::Closed(message) => SendError::Closed(message),
         })
     }
 
@@ -75,10 +73,10 @@ impl Sender {
         };
         // The send future owns the message; keep a (cheap, reference-counted) copy to hand back on timeout.
         let copy = message.clone();
-        let send = self.tx.send(message);
+        let send = self.outbox.push_wait(message);
         futures_util::pin_mut!(send);
         match future::select(send, sleep).await {
-            Either::Left((outcome, _)) => outcome.map_err(|error| SendError::Closed(error.into_inner())),
+            Either::Left((outcome, _)) => outcome.map_err(SendError::Closed),
             Either::Right(_) => Err(SendError::Timeout(copy)),
         }
     }
@@ -112,13 +110,13 @@ impl Sender {
 
     /// Messages queued and not yet taken by the client.
     pub fn queued(&self) -> usize {
-        self.tx.len()
+        self.outbox.len()
     }
 }
 
 impl fmt::Debug for Sender {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sender").field("queued", &self.tx.len()).finish()
+        f.debug_struct("Sender").field("queued", &self.outbox.len()).finish()
     }
 }
 

@@ -32,10 +32,12 @@ mod driver;
 mod error;
 mod fanout;
 mod handles;
+mod outbox;
 mod state;
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,7 +77,6 @@ type RetryFactory = Arc<dyn Fn() -> Box<dyn RetryPolicy> + Send + Sync>;
 /// [`shutdown`](Self::shutdown); the client can run again afterwards.
 pub struct WebSocketClient {
     shared: Arc<Shared>,
-    tx: async_channel::Sender<Message>,
     url: String,
     connector: WsConnector,
     retry: RetryFactory,
@@ -91,6 +92,13 @@ impl fmt::Debug for WebSocketClient {
             .field("config", &self.shared.config)
             .field("running", &self.shared.running.load(Ordering::SeqCst))
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for WebSocketClient {
+    fn drop(&mut self) {
+        // Senders outlive the client: from now on they are told it is gone.
+        self.shared.outbox.close();
     }
 }
 
@@ -129,7 +137,7 @@ impl WebSocketClient {
     /// A cloneable sender, valid across reconnects and runs.
     pub fn sender(&self) -> Sender {
         Sender {
-            tx: self.tx.clone(),
+            outbox: Arc::clone(&self.shared.outbox),
             timer: Arc::clone(&self.shared.timer),
         }
     }
@@ -189,10 +197,15 @@ impl WebSocketClient {
         self.state().is_connected()
     }
 
-    /// Takes back the messages a finished run could not send (they would otherwise go out first on the next
-    /// run).
+    /// Takes back every message the client accepted and has not sent, oldest first: what a finished run
+    /// could not send, then what still waits in the senders' queue (sent before a run took it, or after one
+    /// ended). Left alone, they go out first on the next run.
+    ///
+    /// While a run is in progress it takes only what that run has not taken from the queue yet.
     pub fn take_unsent(&self) -> Vec<Message> {
-        self.shared.leftover().drain(..).collect()
+        let mut unsent: Vec<Message> = self.shared.leftover().drain(..).collect();
+        unsent.extend(self.shared.outbox.drain());
+        unsent
     }
 
     /// Connects and keeps the connection alive until [`shutdown`](Self::shutdown) or a terminal failure:
@@ -204,27 +217,37 @@ impl WebSocketClient {
     /// [`ClientError::AlreadyRunning`] if another `run()` is in progress; [`ClientError::Terminated`] when the
     /// retry policy gives up or a failure is fatal. A shutdown ends it with `Ok(())`.
     ///
+    /// The run begins when `run()` is called (from then on [`state`](Self::state) says it is running and a
+    /// [`shutdown`](Self::shutdown) stops it) and dials on its first poll. Dropping the future unpolled ends
+    /// it.
+    ///
     /// # Cancel safety
     ///
     /// Dropping the future drops the connection; messages it had accepted but not sent are kept for the next
     /// run (see [`take_unsent`](Self::take_unsent)).
-    pub async fn run(&self) -> Result<(), ClientError> {
-        if self.shared.running.swap(true, Ordering::SeqCst) {
-            return Err(ClientError::AlreadyRunning);
-        }
-        let guard = RunGuard {
+    pub fn run(&self) -> impl Future<Output = Result<(), ClientError>> + '_ {
+        // The run starts here, not at its first poll: a shutdown from now on is meant for it.
+        let guard = self.shared.start_run().map(|run| RunGuard {
             shared: Arc::clone(&self.shared),
-        };
-        let outcome = match self.connector() {
-            ClientConnector::Direct(connector) => self.drive(connector).await,
-            ClientConnector::Stacked(connector) => self.drive(connector).await,
-        };
-        drop(guard);
-        outcome
+            run,
+        });
+        async move {
+            let Some(guard) = guard else {
+                return Err(ClientError::AlreadyRunning);
+            };
+            let run = guard.run;
+            let outcome = match self.connector() {
+                ClientConnector::Direct(connector) => self.driver(connector, run).await,
+                ClientConnector::Stacked(connector) => self.driver(connector, run).await,
+            };
+            drop(guard);
+            outcome
+        }
     }
 
-    /// One run over `connector`.
-    async fn drive<C, E>(&self, connector: C) -> Result<(), ClientError>
+    /// The driver of one run over `connector`: a future that is the run. (Made here and awaited in place, so
+    /// that the run's future holds it once: an `async fn` would keep its argument and locals beside it.)
+    fn driver<C, E>(&self, connector: C, run: u64) -> Driver<C>
     where
         C: Connect,
         C::Future: Unpin,
@@ -242,33 +265,44 @@ impl WebSocketClient {
             .with_close_timeout(config.close_timeout)
             .with_queue_capacity(config.send_capacity)
             .with_observer(move |event: &Event| shared.on_event(event));
-        let mut driver = Driver {
+        // Dropped when the run ends, or with the run's future: either way it keeps what it could not send.
+        Driver {
             stream,
             shared: Arc::clone(&self.shared),
-            outgoing: Box::pin(self.shared.outgoing.clone()),
+            run,
             pending: self.shared.leftover().drain(..).collect(),
             inbound: VecDeque::new(),
             listener: None,
             closing: None,
-        };
-        let outcome = futures_util::future::poll_fn(|cx| driver.poll_drive(cx)).await;
-        drop(driver); // keeps what it could not send, also when this future is dropped instead
-        outcome
+        }
     }
 
     /// Sends Close, stops retrying (interrupting a backoff or a connect in progress) and returns once `run()`
-    /// has ended; waits at most the configured close timeout for the server's Close. Returns at once if the
-    /// client is not running.
+    /// has ended; waits at most the configured close timeout for the server's Close.
+    ///
+    /// It stops the run in progress only: if the client is not running it returns at once and the next
+    /// `run()` is not affected (a run spawned but not yet polled has not started).
+    ///
+    /// # Cancel safety
+    ///
+    /// The shutdown is requested on the first poll; dropping the future afterwards does not withdraw it, it
+    /// only stops waiting for the run to end.
     pub async fn shutdown(&self) {
         self.shutdown_graceful(self.shared.config.close_timeout).await;
     }
 
     /// As [`shutdown`](Self::shutdown), waiting at most `timeout` for the close handshake.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`shutdown`](Self::shutdown).
     pub async fn shutdown_graceful(&self, timeout: Duration) {
         let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         self.shared.close_timeout_ms.store(millis, Ordering::SeqCst);
-        self.shared.shutdown.store(true, Ordering::SeqCst);
-        self.shared.wake_driver.notify(usize::MAX);
+        if !self.shared.request_shutdown() {
+            return;
+        }
+        self.shared.outbox.wake.notify(usize::MAX);
         loop {
             if !self.shared.running.load(Ordering::SeqCst) {
                 return;

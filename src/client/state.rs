@@ -10,6 +10,7 @@ use event_listener::Event as Notify;
 
 use super::config::ClientConfig;
 use super::fanout::Publisher;
+use super::outbox::Outbox;
 use crate::event::{ConnectionState, Event};
 use crate::time::Timer;
 
@@ -18,19 +19,29 @@ pub(super) struct Shared {
     pub(super) config: ClientConfig,
     pub(super) timer: Arc<dyn Timer>,
     pub(super) running: AtomicBool,
-    pub(super) shutdown: AtomicBool,
+    /// Starts and ends runs, and aims shutdowns at the run in progress.
+    pub(super) runs: Mutex<Runs>,
+    /// The run a shutdown was asked of (its number), 0 for none: read by the driver without the lock.
+    pub(super) shutdown_for: AtomicU64,
     pub(super) close_timeout_ms: AtomicU64,
-    pub(super) wake_driver: Notify,
     pub(super) stopped: Notify,
     pub(super) messages: Publisher<Message>,
     pub(super) events: Publisher<Event>,
-    pub(super) outgoing: async_channel::Receiver<Message>,
+    pub(super) outbox: Arc<Outbox>,
     pub(super) leftover: Mutex<VecDeque<Message>>,
     pub(super) messages_in: AtomicU64,
     pub(super) messages_out: AtomicU64,
     pub(super) bytes_in: AtomicU64,
     pub(super) bytes_out: AtomicU64,
     pub(super) detail: Mutex<Detail>,
+}
+
+/// Which run is in progress, if any.
+#[derive(Debug, Default)]
+pub(super) struct Runs {
+    /// The number of the run in progress or the last one (the first is 1).
+    pub(super) current: u64,
+    pub(super) running: bool,
 }
 
 #[derive(Debug, Default)]
@@ -72,6 +83,41 @@ impl Shared {
         };
         less(&self.messages_out, 1);
         less(&self.bytes_out, message.len() as u64);
+    }
+
+    fn runs(&self) -> MutexGuard<'_, Runs> {
+        self.runs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A run starts: its number, or `None` if one is in progress.
+    pub(super) fn start_run(&self) -> Option<u64> {
+        let mut runs = self.runs();
+        if runs.running {
+            return None;
+        }
+        runs.running = true;
+        runs.current += 1;
+        self.running.store(true, Ordering::SeqCst);
+        Some(runs.current)
+    }
+
+    /// Run `run` has ended (however it ended).
+    pub(super) fn end_run(&self, run: u64) {
+        let mut runs = self.runs();
+        runs.running = false;
+        let _ = self
+            .shutdown_for
+            .compare_exchange(run, 0, Ordering::SeqCst, Ordering::SeqCst);
+        self.running.store(false, Ordering::SeqCst);
+    }
+
+    /// Asks the run in progress to shut down: `false` if none is.
+    pub(super) fn request_shutdown(&self) -> bool {
+        let runs = self.runs();
+        if runs.running {
+            self.shutdown_for.store(runs.current, Ordering::SeqCst);
+        }
+        runs.running
     }
 
     pub(super) fn leftover(&self) -> MutexGuard<'_, VecDeque<Message>> {

@@ -293,17 +293,18 @@ fn defect_b_shutdown_returns_only_after_run_has_ended() {
 }
 
 /// `spawn(run)` then `shutdown()` at once: if the shutdown lands before the spawned `run()` is first polled,
-/// `shutdown()` returns ("not running") and `run()` then starts and runs on, the defect b outcome.
+/// 0.6.1's `shutdown()` returned ("not running") and `run()` then started and ran on. Here a run begins when
+/// `run()` is called, so a shutdown issued after that and before its first poll stops it. (A shutdown before
+/// `run()` is called is meant for no run: see `a_shutdown_while_not_running_does_not_stop_the_next_run`.)
 #[test]
-
 fn defect_b_shutdown_before_run_is_first_polled_still_stops_it() {
     let server = server::echo_server(None);
     let client = WebSocketClient::new(server.url());
     support::block_on(async {
-        // As `spawn(async move { client.run().await })` whose task has not been polled yet.
+        // As a spawned `run()` whose task has not been polled yet: the shutdown is polled first.
         let run = client.run();
-        prompt("shutdown", client.shutdown()).await;
-        let outcome = prompt("run() after a shutdown that has returned", run).await;
+        assert!(client.state().running);
+        let ((), outcome) = prompt("shutdown and run", future::join(client.shutdown(), run)).await;
         outcome.unwrap();
     });
     assert_eq!(server.accepted(), 0);
@@ -1174,4 +1175,53 @@ fn subscriptions_end_when_the_client_is_dropped() {
         assert_eq!(messages.recv().await.unwrap_err(), ReceiveError::Closed);
         assert_eq!(events.recv().await.unwrap_err(), ReceiveError::Closed);
     });
+}
+
+// ---- Hardening: what a Sender accepted, and shutdowns aimed at one run ----------------------------------------
+
+/// Send capacity 2, no retry, a refusing port: two messages queued before `run()`, two sent while it dials.
+/// All four were accepted, so all four come back from `take_unsent`, in order, with what is sent after the
+/// run ended. (Before, the one still in the senders' queue when the run gave up was lost to `take_unsent`.)
+#[test]
+fn every_message_a_sender_accepted_is_handed_back_after_the_run_gives_up() {
+    let client = WebSocketClient::builder(refusing_url())
+        .with_config(ClientConfig::default().with_send_capacity(2))
+        .no_retry()
+        .build();
+    let sender = client.sender();
+    let text = |n: u32| Message::text(format!("m{n}"));
+    sender.try_send(text(1)).unwrap();
+    sender.try_send(text(2)).unwrap();
+    support::block_on(async {
+        let sends = async {
+            prompt("send m3", sender.send(text(3))).await.unwrap();
+            prompt("send m4", sender.send(text(4))).await.unwrap();
+        };
+        let (outcome, ()) = future::join(client.run(), sends).await;
+        assert!(matches!(outcome, Err(ClientError::Terminated(_))), "{outcome:?}");
+    });
+    sender.try_send(text(5)).unwrap();
+    assert_eq!(client.take_unsent(), (1..=5).map(text).collect::<Vec<_>>());
+    assert_eq!(sender.queued(), 0);
+    assert!(client.take_unsent().is_empty());
+}
+
+/// A shutdown of a client that is not running stops nothing later: the next `run()` connects and runs until
+/// a shutdown meant for it. (Before, it returned `Ok(())` at once without connecting.)
+#[test]
+fn a_shutdown_while_not_running_does_not_stop_the_next_run() {
+    let server = server::echo_server(None);
+    let client = WebSocketClient::new(server.url());
+    let mut events = client.subscribe_events();
+    support::block_on(async {
+        prompt("shutdown of an idle client", client.shutdown()).await;
+        let test = async {
+            wait_for(&mut events, "connected", is_connected_event).await;
+            assert!(client.state().running);
+            prompt("shutdown", client.shutdown()).await;
+        };
+        let (outcome, ()) = prompt("run and shutdown", future::join(client.run(), test)).await;
+        outcome.unwrap();
+    });
+    assert_eq!(server.accepted(), 1);
 }
