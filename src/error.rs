@@ -280,7 +280,8 @@ impl fmt::Display for Cause<'_> {
     }
 }
 
-/// Why a [`ReconnectingStream`](crate::ReconnectingStream) ended for good.
+/// Why a [`ReconnectingStream`](crate::ReconnectingStream) ended for good (or, [`Full`](Self::Full), refused a
+/// message).
 ///
 /// The stream yields this once, then `None`; the sink returns it from then on. Messages that were accepted but
 /// not delivered stay in the stream and can be taken back with
@@ -319,6 +320,14 @@ pub enum Error {
         /// Accepted messages that were not delivered when the stream closed.
         unsent: usize,
     },
+    /// `start_send` was called while the send queue was full (without a `poll_ready` that returned
+    /// `Ready(Ok)` first): the message was refused, not accepted. The stream goes on; only this message is
+    /// affected.
+    #[error("the send queue is full ({capacity} messages): call poll_ready before start_send")]
+    Full {
+        /// The queue's capacity.
+        capacity: usize,
+    },
 }
 
 impl Error {
@@ -326,6 +335,15 @@ impl Error {
     pub fn unsent(&self) -> usize {
         match self {
             Self::GaveUp { unsent, .. } | Self::Fatal { unsent, .. } | Self::Closed { unsent } => *unsent,
+            Self::Full { .. } => 0,
+        }
+    }
+
+    /// The same end, with `unsent` messages left (after some were taken back).
+    pub(crate) fn set_unsent(&mut self, left: usize) {
+        match self {
+            Self::GaveUp { unsent, .. } | Self::Fatal { unsent, .. } | Self::Closed { unsent } => *unsent = left,
+            Self::Full { .. } => {}
         }
     }
 
@@ -334,7 +352,7 @@ impl Error {
         match self {
             Self::GaveUp { last, .. } => Some(last),
             Self::Fatal { cause, .. } => Some(cause),
-            Self::Closed { .. } => None,
+            Self::Closed { .. } | Self::Full { .. } => None,
         }
     }
 

@@ -121,8 +121,9 @@ where
         self.pending.extend(self.shared.outbox.drain());
         while let Some(message) = self.pending.pop_front() {
             self.shared.count_out(&message);
-            // `start_send` queues without limit; the stream keeps the message whatever happens.
-            let _ = Pin::new(&mut self.stream).start_send(message);
+            // Beyond the stream's capacity if need be (the client's own queue bounded these): the stream keeps
+            // the message whatever happens.
+            Pin::new(&mut self.stream).push_beyond_capacity(message);
         }
     }
 

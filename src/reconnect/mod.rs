@@ -213,7 +213,13 @@ where
     /// Once the stream has ended (closed, gave up or fatal) these are all the accepted messages that were not
     /// delivered. For an `Unpin` stream call it as `Pin::new(&mut stream).take_unsent()`.
     pub fn take_unsent(self: Pin<&mut Self>) -> Vec<I> {
-        self.project().queue.take_unwritten()
+        let this = self.project();
+        let taken = this.queue.take_unwritten();
+        // The end reports what is left, from now on.
+        if let State::Failed { error } | State::Ended { error } = this.state {
+            error.set_unsent(this.queue.len());
+        }
+        taken
     }
 
     /// Ends the stream at once, without flushing or closing the connection gracefully: the connection is
@@ -224,6 +230,12 @@ where
         if !matches!(*this.state, State::Failed { .. } | State::Ended { .. }) {
             *this.state = this.life.close_now(this.queue);
         }
+    }
+
+    /// Queues `item` whatever the room (for the client's shutdown, which hands the stream what its own
+    /// bounded queue still holds, to be flushed before the Close frame or handed back).
+    pub(crate) fn push_beyond_capacity(self: Pin<&mut Self>, item: I) {
+        self.project().queue.push(item);
     }
 
     /// The connector.
@@ -303,16 +315,23 @@ where
         sink_outcome(self.drive(cx, Intent::Ready))
     }
 
-    /// Queues `item`. It is never dropped: if the stream has ended it is kept for
-    /// [`take_unsent`](Self::take_unsent).
+    /// Queues `item`: accepted, it is never dropped (if the stream has ended it is kept for
+    /// [`take_unsent`](Self::take_unsent)).
     ///
     /// # Errors
     ///
-    /// None: accepting a message cannot fail. (Call `poll_ready` first; without it the queue may exceed its
-    /// capacity by the messages sent without it.)
+    /// [`Error::Full`] if the queue has no room, which only happens when `poll_ready` did not return
+    /// `Ready(Ok)` first, as the `Sink` protocol asks: the message is refused (not accepted), so the queue
+    /// never exceeds its capacity.
     #[inline]
     fn start_send(self: Pin<&mut Self>, item: I) -> Result<(), Error> {
-        self.project().queue.push(item);
+        let queue = self.project().queue;
+        if !queue.has_room() {
+            return Err(Error::Full {
+                capacity: queue.capacity(),
+            });
+        }
+        queue.push(item);
         Ok(())
     }
 

@@ -297,6 +297,29 @@ fn c3_give_up_hands_back_every_unsent_message_and_says_how_many() {
     ));
 }
 
+/// Once the unsent messages are taken back, the end says so: its count is what is left, not what was.
+#[test]
+fn c3_the_end_reports_what_is_left_after_take_unsent() {
+    let mut h = Harness::with(Script::new([]), |s| {
+        s.with_retry(stream_tungstenite::retry::FixedDelay::new(100 * MS).with_max_attempts(2))
+    });
+    h.feed(1);
+    h.feed(2);
+    assert!(h.flush().is_pending(), "first attempt refused");
+    h.advance(100 * MS);
+    assert!(matches!(h.flush(), Poll::Ready(Err(Error::GaveUp { unsent: 2, .. }))));
+    assert_eq!(h.unsent(), [1, 2]);
+    let Poll::Ready(Err(error)) = h.flush() else {
+        panic!("the sink reports the end");
+    };
+    assert_eq!(error.unsent(), 0, "{error}");
+    assert!(error.to_string().contains("(0 unsent)"), "{error}");
+    let Poll::Ready(Some(Err(error))) = h.next() else {
+        panic!("the stream yields the end once");
+    };
+    assert_eq!(error.unsent(), 0, "{error}");
+}
+
 #[test]
 fn c3_start_send_after_the_end_keeps_the_message() {
     let mut h = Harness::with(Script::new([]), |s| s.with_retry(NoRetry));
@@ -308,6 +331,20 @@ fn c3_start_send_after_the_end_keeps_the_message() {
 }
 
 // ---- 4. Bounded ---------------------------------------------------------------------------------------------
+
+/// `start_send` without a `poll_ready` that found room is refused, with a typed error: the queue never grows
+/// past its capacity, and what it holds is untouched.
+#[test]
+fn c4_start_send_on_a_full_queue_is_refused_and_the_bound_holds() {
+    let mut h = Harness::with(refused_then_healthy(1), |s| s.with_queue_capacity(2));
+    h.feed(1);
+    h.feed(2);
+    let refused = Pin::new(&mut h.stream).start_send(3);
+    assert!(matches!(refused, Err(Error::Full { capacity: 2 })), "{refused:?}");
+    assert!(refused.unwrap_err().to_string().contains("poll_ready"));
+    assert_eq!(h.stream.queued(), 2);
+    assert_eq!(h.unsent(), [1, 2]);
+}
 
 #[test]
 fn c4_full_queue_is_backpressure_that_keeps_driving_the_reconnection() {
