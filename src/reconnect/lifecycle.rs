@@ -40,6 +40,8 @@ pub(crate) struct Lifecycle {
     streak_start: Option<Instant>,
     /// The generation of the current or last connection.
     pub(crate) generation: u64,
+    /// The current connection has yielded an item (it carried traffic in).
+    pub(crate) received: bool,
     pub(crate) wakers: Arc<WakerSlots>,
     /// Wakes both halves: the connect future and the backoff sleep are polled with it.
     pub(crate) combined: Waker,
@@ -68,6 +70,7 @@ impl Lifecycle {
             attempts: 0,
             streak_start: None,
             generation: 0,
+            received: false,
             wakers,
             combined,
         }
@@ -99,6 +102,7 @@ impl Lifecycle {
     /// A connection is up: its generation, and when.
     pub(crate) fn connected(&mut self, attempt: u32) -> Instant {
         self.generation += 1;
+        self.received = false;
         debug!(generation = self.generation, attempt, "connected");
         self.emit(Event::Connected {
             generation: self.generation,
@@ -123,8 +127,10 @@ impl Lifecycle {
         self.after_failure(failure, unsent)
     }
 
-    /// A connection up since `since` was lost: report it; a stable one ends the streak of failures.
-    pub(crate) fn disconnected(&mut self, failure: &Failure, since: Instant) {
+    /// A connection up since `since` was lost: report it. One that was stable (up for `stable_after`) or
+    /// productive (it yielded an item and flushed a message: `sent` says whether it did) ends the streak of
+    /// failures; any other counts as one more failed attempt.
+    pub(crate) fn disconnected(&mut self, failure: &Failure, since: Instant, sent: bool) {
         let uptime = self.settings.timer.now().saturating_duration_since(since);
         debug!(generation = self.generation, ?uptime, %failure, "disconnected");
         self.emit(Event::Disconnected {
@@ -132,7 +138,8 @@ impl Lifecycle {
             uptime,
             reason: failure.clone(),
         });
-        if uptime >= self.settings.stable_after {
+        let productive = self.received && sent;
+        if uptime >= self.settings.stable_after || productive {
             self.settings.policy.reset();
             self.failures = 0;
             self.attempts = 0;
@@ -222,7 +229,7 @@ impl Lifecycle {
     ) -> State<C::Future, C::Connection> {
         trace!("connected -> disconnected");
         let since = state.since().unwrap_or_else(|| self.settings.timer.now());
-        self.disconnected(&failure, since);
+        self.disconnected(&failure, since, queue.carried);
         queue.rewind();
         let next = self.after_failure(failure, queue.len());
         let next = self.apply(next, connector);

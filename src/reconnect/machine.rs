@@ -84,7 +84,10 @@ macro_rules! read_connected {
         match (!$queue.is_empty()).then(|| $crate::reconnect::machine::write_queued(&mut *conn, $queue, $life, $cx)) {
             Some(Err(failure)) => failure,
             _ => match ::std::pin::Pin::new(conn).poll_next($cx) {
-                ::std::task::Poll::Ready(Some(Ok(item))) => return ::std::task::Poll::Ready(Some(Ok(item))),
+                ::std::task::Poll::Ready(Some(Ok(item))) => {
+                    $life.received = true;
+                    return ::std::task::Poll::Ready(Some(Ok(item)));
+                }
                 ::std::task::Poll::Pending => {
                     $life.wakers.register($crate::reconnect::waker::Side::Read, $cx.waker());
                     return ::std::task::Poll::Pending;
@@ -198,6 +201,7 @@ where
                         Poll::Ready(Ok(conn)) => {
                             trace!("connecting -> connected");
                             let since = this.life.connected(attempt);
+                            this.queue.carried = false;
                             *this.state = State::Connected { conn, since };
                             this.life.wakers.wake(side.other());
                             continue;
@@ -279,7 +283,7 @@ where
                         Intent::Ready | Intent::Flush => write_connected!(conn, this, cx, intent, false),
                     };
                     debug!(%failure, "connection failed while closing");
-                    this.life.disconnected(&failure, since);
+                    this.life.disconnected(&failure, since, this.queue.carried);
                     let next = this.life.closed(this.queue);
                     *this.state = next;
                     this.life.wakers.wake(side.other());

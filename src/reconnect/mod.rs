@@ -71,8 +71,10 @@ pin_project! {
     /// - **Ordering.** Sends keep their order across reconnects. Each connection has a generation, in
     ///   [`Event::Connected`](crate::Event::Connected) and [`state`](Self::state).
     /// - **Flap-aware backoff.** A connection that drops before it was up for
-    ///   [`stable_after`](Self::with_stable_after) counts as a failed attempt, so the backoff keeps growing;
-    ///   it resets only after a stable connection.
+    ///   [`stable_after`](Self::with_stable_after), having carried no traffic both ways, counts as a failed
+    ///   attempt, so the backoff keeps growing (a server that accepts and drops is not hammered). The backoff
+    ///   resets after a connection that was stable, or productive: it yielded at least one item and a flush of
+    ///   at least one message completed on it (a server that works and drops often is not punished for it).
     /// - **Failure classes.** Each failure is classified by the [classifier](Self::with_classifier); the default
     ///   follows what the failure's error [diagnoses](crate::Diagnose) of itself (for WebSocket errors: an HTTP
     ///   401 is fatal, a 503 with `Retry-After` waits that long, a Close with 1008 is fatal, ...).
@@ -154,7 +156,8 @@ where
 
     /// Sets how long a connection must stay up to count as stable (default [`DEFAULT_STABLE_AFTER`]).
     ///
-    /// Only the drop of a stable connection resets the backoff.
+    /// The drop of a connection that was stable, or productive (it yielded an item and flushed a message),
+    /// resets the backoff; any other drop counts as a failed attempt.
     pub fn with_stable_after(mut self, stable_after: Duration) -> Self {
         self.life.settings.stable_after = stable_after;
         self

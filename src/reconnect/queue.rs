@@ -14,6 +14,9 @@ pub(crate) struct SendQueue<I> {
     messages: VecDeque<I>,
     written: usize,
     capacity: usize,
+    /// A flush of at least one message completed since [`mark`](Self::mark): the connection carried traffic
+    /// out.
+    pub(crate) carried: bool,
 }
 
 impl<I> SendQueue<I> {
@@ -22,6 +25,7 @@ impl<I> SendQueue<I> {
             messages: VecDeque::new(),
             written: 0,
             capacity: capacity.max(1),
+            carried: false,
         }
     }
 
@@ -78,6 +82,7 @@ impl<I> SendQueue<I> {
             conn.as_mut().start_send(copy)?;
         }
         std::task::ready!(conn.poll_flush(cx))?;
+        self.carried |= self.written > 0;
         self.messages.drain(..self.written);
         self.written = 0;
         Poll::Ready(Ok(()))

@@ -538,6 +538,112 @@ fn accept_then_close_backs_off_instead_of_hammering() {
     assert!(disconnects + 1 >= connects);
 }
 
+/// With the default policy, a server that completes the upgrade and drops at once without any traffic gets at
+/// most 15 connections in 5 s: connections that carried nothing still count as failed attempts.
+#[test]
+fn accept_then_close_with_the_default_policy_gets_at_most_15_connections_in_5s() {
+    let _serial = serial();
+    let server = server::serve(|tcp, _, _| async move {
+        let _ = async_tungstenite::accept_async(tcp).await;
+    });
+    let url = server.url();
+    let mut ws = ReconnectingStream::new(move || connect(url.clone()));
+    let window = Duration::from_secs(5);
+    support::block_on(async {
+        let outcome = select(ws.next(), Timer::after(window)).await;
+        assert!(matches!(outcome, Either::Right(_)), "the stream yielded something");
+    });
+    let accepted = server.accepted();
+    println!("accept-then-close, default policy: {accepted} connections in {window:?}");
+    assert!(accepted <= 15, "{accepted} connections in {window:?}");
+    assert!(accepted >= 3, "only {accepted} connections: the client stopped retrying?");
+}
+
+/// An echo server that aborts each connection (RST) right after its `every`-th echo: it works, and it drops.
+fn aborting_echo_server(every: usize) -> server::Server {
+    server::serve(move |tcp, _, _| async move {
+        // Linger 0: the drop below sends RST, not FIN.
+        let _ = socket2::SockRef::from(tcp.get_ref()).set_linger(Some(Duration::ZERO));
+        let Ok(mut ws) = async_tungstenite::accept_async(tcp).await else {
+            return;
+        };
+        let mut echoed = 0;
+        while let Some(Ok(message)) = ws.next().await {
+            if message.is_text() && ws.send(message).await.is_ok() {
+                echoed += 1;
+                if echoed == every {
+                    return;
+                }
+            }
+        }
+    })
+}
+
+/// What [`productive_drops`] measured.
+struct Flapping {
+    elapsed: Duration,
+    answered: usize,
+    longest_delay: Duration,
+    connections: usize,
+}
+
+/// The application of the hardening issue: 200 times, send one numbered message and wait up to `wait` for its
+/// echo, over `ReconnectingStream` with the default policy, against [`aborting_echo_server`]`(5)`.
+fn productive_drops(wait: Duration, limit: Duration) -> Flapping {
+    let server = aborting_echo_server(5);
+    let url = server.url();
+    let timeline = Timeline::default();
+    let mut ws = ReconnectingStream::new(move || connect(url.clone())).with_observer(timeline.observer());
+    let started = Instant::now();
+    let answered = support::block_on_within(limit, "200 steps against a server that aborts every 5", async {
+        let mut answered = 0;
+        for step in 0..200_u32 {
+            ws.send(numbered(step)).await.unwrap();
+            let echo = async {
+                loop {
+                    match ws.next().await {
+                        Some(Ok(message)) if number(&message) == Some(step) => return,
+                        Some(Ok(_)) => {}
+                        other => panic!("the stream ended: {other:?}"),
+                    }
+                }
+            };
+            if support::within(wait, echo).await.is_ok() {
+                answered += 1;
+            }
+        }
+        answered
+    });
+    Flapping {
+        elapsed: started.elapsed(),
+        answered,
+        longest_delay: timeline.delays().into_iter().max().unwrap_or_default(),
+        connections: server.accepted(),
+    }
+}
+
+/// The hardening issue's scenario as it states it: 200 times, send one message and wait up to 2 s for its echo,
+/// against a server that aborts every 5 messages, with the default policy: done within 90 s. Connections that
+/// carried messages both ways before they dropped are not failed attempts, so the backoff starts over after
+/// each and never grows. (Before, each such connection lived milliseconds, under `stable_after`, every drop
+/// counted as a failed attempt and the delay climbed to its 30 s cap: it never finished in 300 s.)
+#[test]
+fn productive_connections_that_drop_do_not_grow_the_backoff() {
+    let _serial = serial();
+    let run = productive_drops(Duration::from_secs(2), Duration::from_secs(90));
+    println!(
+        "productive drops: 200 steps in {:?}, {} answered, {} connections, longest delay {:?}",
+        run.elapsed, run.answered, run.connections, run.longest_delay
+    );
+    assert!(run.connections >= 30, "{} connections: the server did not abort?", run.connections);
+    assert!(
+        run.longest_delay <= ms(200),
+        "the delay grew to {:?} (the default starts at 100 ms)",
+        run.longest_delay
+    );
+    assert!(run.elapsed <= Duration::from_secs(90), "{:?}", run.elapsed);
+}
+
 // ---- The proxy's latency, throttle and truncation ------------------------------------------------------------
 
 /// Reads until `tcp` has delivered `n` bytes or ended; returns what came.
