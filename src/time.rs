@@ -85,7 +85,10 @@ pub struct ManualClock {
 #[derive(Debug)]
 struct ClockInner {
     now: Instant,
-    sleepers: Vec<(Instant, Waker)>,
+    /// Pending sleeps that have been polled: deadline, the sleep's id, its task.
+    sleepers: Vec<(Instant, u64, Waker)>,
+    /// The id the next sleep gets.
+    next_id: u64,
 }
 
 impl Default for ClockInner {
@@ -93,6 +96,7 @@ impl Default for ClockInner {
         Self {
             now: Instant::now(),
             sleepers: Vec::new(),
+            next_id: 0,
         }
     }
 }
@@ -111,22 +115,22 @@ impl ManualClock {
             let now = inner.now;
             let (due, waiting) = std::mem::take(&mut inner.sleepers)
                 .into_iter()
-                .partition(|(deadline, _)| *deadline <= now);
+                .partition(|(deadline, _, _)| *deadline <= now);
             inner.sleepers = waiting;
-            due.into_iter().map(|(_, waker)| waker).collect()
+            due.into_iter().map(|(_, _, waker)| waker).collect()
         };
         wakers.into_iter().for_each(Waker::wake);
     }
 
     /// How long from now until the earliest pending sleep is due, if any sleep is pending.
     ///
-    /// Only sleeps that have been polled and are still waiting count.
+    /// Only sleeps that have been polled and are still waiting count (a dropped sleep does not).
     pub fn next_deadline(&self) -> Option<Duration> {
         let inner = self.lock();
         inner
             .sleepers
             .iter()
-            .map(|(deadline, _)| deadline.saturating_duration_since(inner.now))
+            .map(|(deadline, _, _)| deadline.saturating_duration_since(inner.now))
             .min()
     }
 
@@ -151,9 +155,15 @@ impl Timer for ManualClock {
     }
 
     fn sleep_until(&self, deadline: Instant) -> Sleep {
+        let id = {
+            let mut inner = self.lock();
+            inner.next_id += 1;
+            inner.next_id
+        };
         Box::pin(ManualSleep {
             clock: self.clone(),
             deadline,
+            id,
         })
     }
 }
@@ -161,6 +171,14 @@ impl Timer for ManualClock {
 struct ManualSleep {
     clock: ManualClock,
     deadline: Instant,
+    id: u64,
+}
+
+impl Drop for ManualSleep {
+    fn drop(&mut self) {
+        let id = self.id;
+        self.clock.lock().sleepers.retain(|(_, sleeper, _)| *sleeper != id);
+    }
 }
 
 impl Future for ManualSleep {
@@ -171,14 +189,11 @@ impl Future for ManualSleep {
         if inner.now >= self.deadline {
             return Poll::Ready(());
         }
-        let deadline = self.deadline;
-        match inner
-            .sleepers
-            .iter_mut()
-            .find(|(d, w)| *d == deadline && w.will_wake(cx.waker()))
-        {
-            Some(_) => {}
-            None => inner.sleepers.push((deadline, cx.waker().clone())),
+        let (deadline, id) = (self.deadline, self.id);
+        match inner.sleepers.iter_mut().find(|(_, sleeper, _)| *sleeper == id) {
+            Some((_, _, waker)) if waker.will_wake(cx.waker()) => {}
+            Some((_, _, waker)) => *waker = cx.waker().clone(),
+            None => inner.sleepers.push((deadline, id, cx.waker().clone())),
         }
         Poll::Pending
     }

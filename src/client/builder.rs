@@ -37,13 +37,13 @@ use crate::ws::{WsConnector, WsConnectorBuilder};
 ///
 /// Hooks and layers stack as in a [`ConnectorBuilder`](crate::layer::ConnectorBuilder): the first added is
 /// outermost (it sees outbound messages first and inbound messages last), and consecutive hooks run in one
-/// wrapper. Under them all sit the liveness hooks of the configuration ([`with_receive_timeout`],
-/// [`with_heartbeat`]: closest to the connection, so they see every frame), then the handshakes, in the
-/// order added, then the transport:
+/// wrapper. Under them all sits the receive timeout of the configuration ([`with_receive_timeout`]: closest
+/// to the connection, so it sees every frame), then the handshakes, in the order added, then the transport,
+/// whose connections have their own heartbeat ([`with_heartbeat`], on by default):
 ///
 /// ```text
-/// user  <->  hooks and layers, first added outermost  <->  heartbeat, receive timeout
-///       <->  handshakes  <->  WebSocket transport
+/// user  <->  hooks and layers, first added outermost  <->  receive timeout
+///       <->  handshakes  <->  WebSocket transport (heartbeat)
 /// ```
 ///
 /// [`with_receive_timeout`]: Self::with_receive_timeout
@@ -95,10 +95,16 @@ impl ClientBuilder {
         self
     }
 
-    /// Pings every `interval`; no frame within `timeout` of a ping means the connection is dead (a
-    /// [`Heartbeat`](crate::extension::Heartbeat) hook under the others).
+    /// Pings every `interval`; no frame within `timeout` of a ping means the connection is dead (the
+    /// connection's own heartbeat; on by default, 20 s and 20 s).
     pub fn with_heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
         self.config.heartbeat = Some((interval, timeout));
+        self
+    }
+
+    /// Turns the heartbeat off.
+    pub fn without_heartbeat(mut self) -> Self {
+        self.config.heartbeat = None;
         self
     }
 
@@ -204,7 +210,18 @@ impl ClientBuilder {
     /// Builds the client.
     pub fn build(self) -> WebSocketClient {
         let config = self.config;
-        let stable_after = config.stable_after;
+        // One threshold: what counts as stable for the backoff also decides when the endpoint ring moves on.
+        let mut connector = self
+            .connector
+            .with_stable_after(config.stable_after)
+            .with_timer(Arc::clone(&self.timer));
+        connector = match config.heartbeat {
+            Some((interval, timeout)) => connector.with_heartbeat(interval, timeout),
+            None => connector.without_heartbeat(),
+        };
+        if let Some(grace) = config.reply_grace {
+            connector = connector.with_reply_grace(grace);
+        }
         let messages = Publisher::new(config.subscriber_capacity);
         let events = Publisher::new(config.event_capacity);
         let outbox = Arc::new(Outbox::new(config.send_capacity));
@@ -230,8 +247,7 @@ impl ClientBuilder {
         WebSocketClient {
             shared,
             url: self.url,
-            // One threshold: what counts as stable for the backoff also decides when the endpoint ring moves on.
-            connector: self.connector.with_stable_after(stable_after).build(),
+            connector: connector.build(),
             retry: self.retry,
             handshakers: self.handshakers,
             steps: self.steps,

@@ -3,11 +3,15 @@
 use std::time::Duration;
 
 use crate::reconnect::{DEFAULT_CLOSE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_QUEUE_CAPACITY, DEFAULT_STABLE_AFTER};
+use crate::ws::{DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT};
 
 /// The default [`ClientConfig::subscriber_capacity`]: 1024 messages.
 pub const DEFAULT_SUBSCRIBER_CAPACITY: usize = 1024;
 /// The default [`ClientConfig::event_capacity`]: 256 events.
 pub const DEFAULT_EVENT_CAPACITY: usize = 256;
+/// The default [`reply_grace`](ClientConfig::reply_grace): 250 ms, ample for a subscriber on the same
+/// runtime to answer, and short enough not to delay a reconnect noticeably.
+pub const DEFAULT_REPLY_GRACE: Duration = Duration::from_millis(250);
 
 /// Tunables of a [`WebSocketClient`](super::WebSocketClient). Every setter is `with_*`; the defaults are
 /// documented on each field.
@@ -27,9 +31,17 @@ pub struct ClientConfig {
     /// No inbound frame for this long means the connection is dead: reconnect (a
     /// [`ReceiveTimeout`](crate::extension::ReceiveTimeout) hook). Default: none.
     pub receive_timeout: Option<Duration>,
-    /// Ping every interval and expect a frame within the timeout (a [`Heartbeat`](crate::extension::Heartbeat)
-    /// hook). Default: none.
+    /// Ping every interval and expect a frame within the timeout (the connection's own heartbeat, see
+    /// [`WsConnection`](crate::ws::WsConnection#heartbeat)); `None` turns it off. Default
+    /// [`DEFAULT_PING_INTERVAL`](crate::ws::DEFAULT_PING_INTERVAL) and
+    /// [`DEFAULT_PING_TIMEOUT`](crate::ws::DEFAULT_PING_TIMEOUT), 20 s each: a half-open connection is
+    /// replaced within 40 s.
     pub heartbeat: Option<(Duration, Duration)>,
+    /// When the server's Close arrives right behind a message, how long the connection waits for the
+    /// subscribers' reply before answering the Close, so that a reply still goes out on that connection
+    /// (see [`WsConnectorBuilder::with_reply_grace`](crate::ws::WsConnectorBuilder::with_reply_grace)).
+    /// Default [`DEFAULT_REPLY_GRACE`]; `None` answers at once.
+    pub reply_grace: Option<Duration>,
     /// Per-attempt connect timeout (TCP, TLS, upgrade and handshakes). Default
     /// [`DEFAULT_CONNECT_TIMEOUT`](crate::DEFAULT_CONNECT_TIMEOUT).
     pub connect_timeout: Duration,
@@ -48,7 +60,8 @@ impl Default for ClientConfig {
             send_capacity: DEFAULT_QUEUE_CAPACITY,
             event_capacity: DEFAULT_EVENT_CAPACITY,
             receive_timeout: None,
-            heartbeat: None,
+            heartbeat: Some((DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT)),
+            reply_grace: Some(DEFAULT_REPLY_GRACE),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             stable_after: DEFAULT_STABLE_AFTER,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
@@ -103,6 +116,18 @@ impl ClientConfig {
     /// Sets [`receive_timeout`](Self::receive_timeout).
     pub fn with_receive_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.receive_timeout = timeout.into();
+        self
+    }
+
+    /// Turns the heartbeat off ([`heartbeat`](Self::heartbeat) `None`).
+    pub fn without_heartbeat(mut self) -> Self {
+        self.heartbeat = None;
+        self
+    }
+
+    /// Sets [`reply_grace`](Self::reply_grace).
+    pub fn with_reply_grace(mut self, grace: impl Into<Option<Duration>>) -> Self {
+        self.reply_grace = grace.into();
         self
     }
 

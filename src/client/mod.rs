@@ -48,7 +48,7 @@ use futures_sink::Sink;
 use tower_layer::Layer;
 
 pub use self::builder::ClientBuilder;
-pub use self::config::{ClientConfig, DEFAULT_EVENT_CAPACITY, DEFAULT_SUBSCRIBER_CAPACITY};
+pub use self::config::{ClientConfig, DEFAULT_EVENT_CAPACITY, DEFAULT_REPLY_GRACE, DEFAULT_SUBSCRIBER_CAPACITY};
 pub use self::connector::{BoxConnectFuture, BoxConnection, BoxConnector};
 use self::connector::{ClientConnector, HookList, Step};
 use self::driver::{Driver, RunGuard};
@@ -60,7 +60,7 @@ use crate::connect::Connect;
 use crate::diagnose::Diagnose;
 use crate::error::BoxError;
 use crate::event::Event;
-use crate::extension::{Heartbeat, ReceiveTimeout};
+use crate::extension::ReceiveTimeout;
 use crate::handshake::{ChainedHandshaker, HandshakeLayer, Handshaker};
 use crate::reconnect::ReconnectingStream;
 use crate::redact::redact_url;
@@ -320,11 +320,6 @@ impl WebSocketClient {
         let config = &self.shared.config;
         let timer = &self.shared.timer;
         let mut innermost = HookList::default();
-        if let Some((interval, timeout)) = config.heartbeat {
-            innermost.0.push(Box::new(
-                Heartbeat::new(interval, timeout).with_timer(Arc::clone(timer)),
-            ));
-        }
         if let Some(window) = config.receive_timeout {
             innermost
                 .0

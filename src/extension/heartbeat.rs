@@ -60,6 +60,19 @@ impl Heartbeat {
         self
     }
 
+    /// A frame arrived: it proves the connection alive.
+    #[inline]
+    pub(crate) fn saw_frame(&mut self) {
+        if self.deadline.is_some() {
+            self.deadline = None;
+        }
+    }
+
+    /// How long a ping waits for a frame.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     fn sleep(&self, after: Duration) -> Option<Sleep> {
         let deadline = self.timer.now().checked_add(after)?;
         Some(self.timer.sleep_until(deadline))
@@ -97,10 +110,7 @@ impl Hook<Message> for Heartbeat {
 
     #[inline]
     fn on_inbound(&mut self, _message: &mut Message) -> Verdict {
-        // Any frame proves the connection alive.
-        if self.deadline.is_some() {
-            self.deadline = None;
-        }
+        self.saw_frame();
         Verdict::Pass
     }
 

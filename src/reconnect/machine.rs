@@ -148,6 +148,8 @@ where
     ///  Failed,    | ready, flush | the error is returned                    | -
     ///  Ended      |              |                                          |
     ///  Ended      | read         | `None`                                   | -
+    ///  any        | read, with a | the item a connection whose write failed | as before
+    ///             |   draining   |   still held ([`lose`]); none: it goes   |
     /// ```
     ///
     /// The connect future and the backoff sleep are polled with the combined waker, after the caller's waker is
@@ -168,6 +170,12 @@ where
         // Just dialled lazily: the new attempt is polled once before the sink's intent may return.
         let mut dialled = false;
         loop {
+            // What a connection whose write failed had already received comes first.
+            if intent == Intent::Read && this.draining.is_some() {
+                if let Some(item) = drain(this.draining, cx) {
+                    return Poll::Ready(Some(Ok(item)));
+                }
+            }
             // The sink's intents are met without a connection when the queue allows: at once, but for the lazy
             // start (an idle stream dials, and polls the attempt once, first).
             if !dialled && met_as_is(intent, this.queue, this.state) {
@@ -250,7 +258,15 @@ where
                             continue;
                         }
                     };
-                    *this.state = this.life.lost(failure, this.state, this.queue, this.connector, side);
+                    lose(
+                        failure,
+                        this.state,
+                        this.draining,
+                        this.life,
+                        this.queue,
+                        this.connector,
+                        side,
+                    );
                 }
                 // Closing: flush and close (bounded by the deadline); reads and writes go on meanwhile.
                 State::Closing { conn, since, deadline } => {
@@ -315,6 +331,46 @@ where
     /// The view of the current state.
     pub(crate) fn view(&self) -> ConnectionState {
         self.state.view(self.life.generation)
+    }
+}
+
+/// The connection up in `state` failed: the lifecycle goes on to the next state. If it was a write that
+/// failed, the connection is kept in `draining`, so that what it had already received is still read (a
+/// write can fail on a connection whose peer's last messages and end are waiting to be read).
+#[cold]
+#[inline(never)]
+pub(crate) fn lose<C: Connect, I>(
+    failure: Failure,
+    state: &mut State<C::Future, C::Connection>,
+    draining: &mut Option<C::Connection>,
+    life: &mut Lifecycle,
+    queue: &mut SendQueue<I>,
+    connector: &mut C,
+    side: Side,
+) {
+    let write = matches!(failure, Failure::Write { .. });
+    let next = life.lost(failure, state, queue, connector, side);
+    if let State::Connected { conn, .. } = std::mem::replace(state, next) {
+        if write {
+            *draining = Some(conn);
+        }
+    }
+}
+
+/// The next item the draining connection has ready; it is dropped once it has none (pending, ended or
+/// failed: its failure was reported already).
+#[cold]
+#[inline(never)]
+pub(crate) fn drain<S, T, E>(draining: &mut Option<S>, cx: &mut Context<'_>) -> Option<T>
+where
+    S: Stream<Item = Result<T, E>> + Unpin,
+{
+    match draining.as_mut().map(|conn| Pin::new(conn).poll_next(cx)) {
+        Some(Poll::Ready(Some(Ok(item)))) => Some(item),
+        _ => {
+            *draining = None;
+            None
+        }
     }
 }
 

@@ -22,7 +22,7 @@ use futures_sink::Sink;
 use pin_project_lite::pin_project;
 
 use self::lifecycle::{Lifecycle, Settings};
-use self::machine::{met_as_is, read_connected, Intent};
+use self::machine::{drain, lose, met_as_is, read_connected, Intent};
 use self::queue::SendQueue;
 use self::state::State;
 use self::waker::Side;
@@ -65,7 +65,9 @@ pin_project! {
     /// - **Nothing accepted is lost.** A message accepted by `start_send` is either written to a connection
     ///   whose flush completed, or still queued, or, once the stream has ended, handed back by
     ///   [`take_unsent`](Self::take_unsent) (the ending error says how many with [`Error::unsent`]). A message
-    ///   whose write or flush failed is sent again on the next connection, before anything sent later.
+    ///   whose write or flush failed is sent again on the next connection, before anything sent later. A
+    ///   connection whose write failed is still read for what it had already received: those items come
+    ///   before the next connection's (after its `Disconnected` event), and nothing that arrived is dropped.
     /// - **Bounded.** At most [`queue capacity`](Self::with_queue_capacity) messages are queued or awaiting a
     ///   flush; when full, `poll_ready` is `Pending` (backpressure) and keeps driving the connection.
     /// - **Ordering.** Sends keep their order across reconnects. Each connection has a generation, in
@@ -113,6 +115,8 @@ pin_project! {
         connector: C,
         queue: SendQueue<I>,
         life: Lifecycle,
+        // A connection whose write failed: read for what it had already received, then dropped.
+        draining: Option<C::Connection>,
     }
 }
 
@@ -126,6 +130,7 @@ where
     pub fn new(connector: C) -> Self {
         Self {
             state: State::Idle,
+            draining: None,
             connector,
             queue: SendQueue::new(DEFAULT_QUEUE_CAPACITY),
             life: Lifecycle::new(Settings {
@@ -230,6 +235,7 @@ where
     /// flushed) can be taken back with [`take_unsent`](Self::take_unsent). A no-op once the stream has ended.
     pub fn close_now(self: Pin<&mut Self>) {
         let this = self.project();
+        *this.draining = None;
         if !matches!(*this.state, State::Failed { .. } | State::Ended { .. }) {
             *this.state = this.life.close_now(this.queue);
         }
@@ -262,11 +268,22 @@ where
     #[inline]
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.as_mut().project();
+        if this.draining.is_some() {
+            if let Some(item) = drain(this.draining, cx) {
+                return Poll::Ready(Some(Ok(item)));
+            }
+        }
         if let State::Connected { conn, .. } = this.state {
             let failure = read_connected!(conn, this.queue, this.life, cx);
-            *this.state = this
-                .life
-                .lost(failure, this.state, this.queue, this.connector, Side::Read);
+            lose(
+                failure,
+                this.state,
+                this.draining,
+                this.life,
+                this.queue,
+                this.connector,
+                Side::Read,
+            );
         }
         self.drive(cx, Intent::Read)
     }
@@ -281,7 +298,7 @@ where
     I: Clone,
 {
     fn is_terminated(&self) -> bool {
-        matches!(self.state, State::Ended { .. })
+        matches!(self.state, State::Ended { .. }) && self.draining.is_none()
     }
 }
 

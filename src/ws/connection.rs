@@ -1,10 +1,14 @@
 //! [`WsConnection`]: one WebSocket connection, with Close frames turned into a typed end.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
 
+use async_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+use async_tungstenite::tungstenite::protocol::frame::Frame;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use async_tungstenite::tungstenite::{self, Message, WebSocket};
 use futures_core::Stream;
@@ -13,6 +17,35 @@ use futures_sink::Sink;
 
 use super::error::ConnectionError;
 use super::transport::{MaybeTlsStream, Transport};
+use crate::extension::Heartbeat;
+use crate::hook::{Hook, Tick};
+use crate::time::{AsyncIoTimer, Sleep, Timer};
+
+/// The default heartbeat of a WebSocket connection: a Ping every 20 s ...
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(20);
+/// ... and the connection declared dead when no frame arrives within 20 s of one: a half-open connection is
+/// detected within 40 s (as python websockets does, and the older stream-tungstenite's 20 s receive timeout).
+pub const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What a connection is given besides its transport: its heartbeat, clock and reply grace.
+#[derive(Clone)]
+pub(crate) struct Liveness {
+    /// `(interval, timeout)`: ping every `interval`; no frame within `timeout` of a ping ends the connection.
+    pub(crate) heartbeat: Option<(Duration, Duration)>,
+    pub(crate) timer: Arc<dyn Timer>,
+    /// How long a Close from the server that arrives right behind a message waits for the application's reply.
+    pub(crate) reply_grace: Option<Duration>,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Self {
+            heartbeat: Some((DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT)),
+            timer: Arc::new(AsyncIoTimer),
+            reply_grace: None,
+        }
+    }
+}
 
 /// One WebSocket connection: `Stream<Item = Result<Message, ConnectionError>> + Sink<Message>`.
 ///
@@ -28,7 +61,23 @@ use super::transport::{MaybeTlsStream, Transport};
 ///
 /// The stream and the sink may be polled from different tasks (e.g. after `StreamExt::split`): socket
 /// readiness wakes the last task that read and the last task that wrote.
-#[derive(Debug)]
+///
+/// # Heartbeat
+///
+/// A connection pings the server every [`DEFAULT_PING_INTERVAL`] and fails with
+/// [`ConnectionError::Silent`] when no frame arrives within [`DEFAULT_PING_TIMEOUT`] of a ping, so a half-open
+/// connection is detected within their sum (40 s); set or turn off with
+/// [`WsConnectorBuilder::with_heartbeat`](super::WsConnectorBuilder::with_heartbeat). The timer runs while the
+/// connection is read (as [`ReconnectingStream`](crate::ReconnectingStream) and the client do).
+///
+/// # Messages written after the server's end
+///
+/// Before a message is written, what tungstenite has already received is looked at (without a system call).
+/// If the server's Close (or a frame that fails the connection) is there, the message is still written, ahead
+/// of the Close reply, as the bare connection would write it; but the server may discard it (it sent its
+/// Close first), so the flush fails with [`ConnectionError::WrittenAfterEnd`]: a `ReconnectingStream` then
+/// sends it again on the next connection, or hands it back. Such a message may arrive twice. The messages
+/// received before the end are still delivered.
 pub struct WsConnection {
     /// tungstenite's WebSocket over the transport, driven here directly (as async-tungstenite's
     /// `WebSocketStream` would), so that a message goes from tungstenite's `read` to the caller without
@@ -52,16 +101,63 @@ pub struct WsConnection {
     /// Set by a [`WsConnector`](super::WsConnector) of several endpoints: dropped before the connection was
     /// stable, it moves the connector's endpoint ring on.
     pub(super) rotation: Option<super::ring::RotateOnEarlyDrop>,
+    /// tungstenite may hold a complete frame: a read returned a message, and no read found the buffer empty
+    /// since.
+    buffered: bool,
+    /// A write is in tungstenite's buffer, not flushed yet.
+    unflushed: bool,
+    /// The read takes the slow path: something was read ahead (`ahead`, `peer_closed`, `failed`).
+    detour: bool,
+    /// Messages read ahead of the reader (while looking for the server's end before a write).
+    ahead: VecDeque<Message>,
+    /// tungstenite has read the server's Close (its reply is queued).
+    peer_closed: bool,
+    /// A read error found ahead of the reader, returned after `ahead`.
+    failed: Option<Box<tungstenite::Error>>,
+    /// Frames written after the end had arrived, not yet on the socket (they go before the Close reply).
+    late: Vec<u8>,
+    /// Messages were written after the end had arrived: the flush reports it.
+    wrote_late: bool,
+    /// The application wrote since the last message it was given.
+    replied: bool,
+    heartbeat: Option<Heartbeat>,
+    timer: Arc<dyn Timer>,
+    reply_grace: Option<Duration>,
+    /// While a Close that arrived right behind a message waits for the reply.
+    grace: Option<Sleep>,
+}
+
+impl std::fmt::Debug for WsConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsConnection")
+            .field("protocol", &self.protocol)
+            .field("ended", &self.ended)
+            .field("peer_closed", &self.peer_closed)
+            .field("read_ahead", &self.ahead.len())
+            .field("heartbeat", &self.heartbeat)
+            .finish_non_exhaustive()
+    }
 }
 
 impl WsConnection {
     /// Wraps a transport whose WebSocket handshake is done.
-    pub(crate) fn new(transport: Transport, config: WebSocketConfig, protocol: Option<String>) -> Self {
+    pub(crate) fn new(
+        transport: Transport,
+        config: WebSocketConfig,
+        protocol: Option<String>,
+        liveness: Liveness,
+    ) -> Self {
         let wakers = Arc::new(Wakers::default());
         let io = SyncIo {
             transport,
             waker: Waker::from(Arc::clone(&wakers)),
+            peek: false,
         };
+        let heartbeat = liveness.heartbeat.map(|(interval, timeout)| {
+            let mut heartbeat = Heartbeat::new(interval, timeout).with_timer(Arc::clone(&liveness.timer));
+            Hook::<Message>::on_start(&mut heartbeat);
+            heartbeat
+        });
         Self {
             ws: WebSocket::from_raw_socket(io, Role::Client, Some(config)),
             wakers,
@@ -73,11 +169,25 @@ impl WsConnection {
             ready: true,
             closing: false,
             rotation: None,
+            buffered: false,
+            unflushed: false,
+            detour: false,
+            ahead: VecDeque::new(),
+            peer_closed: false,
+            failed: None,
+            late: Vec::new(),
+            wrote_late: false,
+            replied: true,
+            heartbeat,
+            timer: liveness.timer,
+            reply_grace: liveness.reply_grace,
+            grace: None,
         }
     }
 
     /// A client connection over `stream`, on which the WebSocket upgrade has already been done: by a handshake
-    /// of your own, or over a byte stream this crate does not dial (a Unix socket, an in-memory pipe).
+    /// of your own, or over a byte stream this crate does not dial (a Unix socket, an in-memory pipe). It has
+    /// the default [heartbeat](Self#heartbeat).
     /// [`connect`](crate::connect) and [`WsConnector`](super::WsConnector) make connections over TCP and TLS
     /// themselves. The stream is boxed; reads and writes go through it a buffer at a time, not per message.
     pub fn from_raw_socket<S>(stream: S, config: WebSocketConfig) -> Self
@@ -85,7 +195,7 @@ impl WsConnection {
         S: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static,
     {
         let transport = Transport::new(MaybeTlsStream::Other(Box::new(stream))).upgraded();
-        Self::new(transport, config, None)
+        Self::new(transport, config, None, Liveness::default())
     }
 
     /// The subprotocol the server selected, if any.
@@ -132,39 +242,136 @@ impl Stream for WsConnection {
     #[inline(always)]
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        if this.ended {
-            return Poll::Ready(None);
+        if this.ended || this.detour {
+            return this.poll_detour(cx);
         }
-        this.register_reader(cx.waker());
-        match this.ws.read() {
-            Ok(Message::Close(frame)) => Poll::Ready(this.on_close(frame)),
-            Ok(message) => Poll::Ready(Some(Ok(message))),
-            Err(error) => this.on_read_error(error),
-        }
+        this.read(cx)
     }
 }
 
 impl WsConnection {
-    /// The server's Close: tungstenite has queued the reply. Send it if the socket takes it now, then end at
-    /// once rather than wait for a server that may never close TCP.
+    /// Reads the next message from tungstenite (and the socket).
+    #[inline(always)]
+    fn read(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, ConnectionError>>> {
+        self.register_reader(cx.waker());
+        match self.ws.read() {
+            Ok(Message::Close(frame)) => self.on_close(frame, cx),
+            Ok(message) => {
+                self.received(&message);
+                Poll::Ready(Some(Ok(message)))
+            }
+            Err(error) => self.on_read_error(error, cx),
+        }
+    }
+
+    /// A message was read: the buffer may hold more, the heartbeat hears of it, and a reply is awaited.
+    #[inline(always)]
+    fn received(&mut self, message: &Message) {
+        self.buffered = true;
+        if message.is_text() || message.is_binary() {
+            self.replied = false;
+        }
+        if let Some(heartbeat) = self.heartbeat.as_mut() {
+            heartbeat.saw_frame();
+        }
+    }
+
+    /// The server's Close, read by the reader: tungstenite has queued the reply. If it came right behind a
+    /// message the application has not answered yet and a reply grace is set, the reply waits for the answer
+    /// (or the grace); otherwise it is sent if the socket takes it now, and the connection ends at once rather
+    /// than wait for a server that may never close TCP.
     #[cold]
     #[inline(never)]
-    fn on_close(&mut self, frame: Option<CloseFrame>) -> Option<Result<Message, ConnectionError>> {
+    fn on_close(
+        &mut self,
+        frame: Option<CloseFrame>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Message, ConnectionError>>> {
+        // Right behind: the Close was in the buffer when the last message was handed out (no read since found
+        // it empty).
+        let right_behind = self.buffered && !self.replied;
+        self.record_close(frame);
+        if let (true, Some(grace)) = (right_behind, self.reply_grace) {
+            self.grace = self.timer.now().checked_add(grace).map(|at| self.timer.sleep_until(at));
+        }
+        self.poll_detour(cx)
+    }
+
+    fn record_close(&mut self, frame: Option<CloseFrame>) {
         let (code, reason) = frame.map_or((1005, String::new()), |frame| {
             (u16::from(frame.code), frame.reason.as_str().to_owned())
         });
         self.peer_close = Some((code, reason));
-        let _ = self.ws.flush();
-        self.on_end(None)
+        self.peer_closed = true;
+        self.detour = true;
     }
 
-    /// `WouldBlock` is `Pending`; the connection closing is the end; anything else is an error, and the end.
+    /// The read's slow path: what was read ahead, then the end (after the reply grace, if one runs).
+    #[cold]
     #[inline(never)]
-    fn on_read_error(&mut self, error: tungstenite::Error) -> Poll<Option<Result<Message, ConnectionError>>> {
+    fn poll_detour(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, ConnectionError>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        if let Some(message) = self.ahead.pop_front() {
+            return Poll::Ready(Some(Ok(message)));
+        }
+        if let Some(error) = self.failed.take() {
+            return Poll::Ready(self.on_end(Some(*error)));
+        }
+        if self.peer_closed {
+            if let Some(grace) = self.grace.as_mut() {
+                if !self.wrote_late && grace.as_mut().poll(cx).is_pending() {
+                    self.register_reader(cx.waker());
+                    return Poll::Pending;
+                }
+                self.grace = None;
+            }
+            self.register_writer(cx.waker());
+            let _ = self.write_late();
+            let _ = self.ws.flush();
+            return Poll::Ready(self.on_end(None));
+        }
+        self.detour = false;
+        self.read(cx)
+    }
+
+    /// `WouldBlock` is `Pending` (and the heartbeat's turn); the connection closing is the end; anything else
+    /// is an error, and the end.
+    #[inline(never)]
+    fn on_read_error(
+        &mut self,
+        error: tungstenite::Error,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Message, ConnectionError>>> {
         match error {
-            error if would_block(&error) => Poll::Pending,
+            error if would_block(&error) => {
+                self.buffered = false;
+                self.poll_heartbeat(cx)
+            }
             tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => Poll::Ready(self.on_end(None)),
             error => Poll::Ready(self.on_end(Some(error))),
+        }
+    }
+
+    /// While nothing arrives: the heartbeat's ping, or its verdict that the connection is dead.
+    fn poll_heartbeat(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, ConnectionError>>> {
+        let Some(heartbeat) = self.heartbeat.as_mut() else {
+            return Poll::Pending;
+        };
+        match Hook::<Message>::poll_timer(heartbeat, cx) {
+            Poll::Ready(Tick::Send(ping)) => {
+                // Queued if the socket takes nothing now; a broken socket shows on the read side.
+                self.register_writer(cx.waker());
+                let _ = self.ws.write(ping).and_then(|()| self.ws.flush());
+                Poll::Pending
+            }
+            Poll::Ready(Tick::Fail(_)) => {
+                let after = heartbeat.timeout();
+                self.ended = true;
+                Poll::Ready(Some(Err(ConnectionError::Silent { after })))
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 
@@ -183,8 +390,103 @@ impl WsConnection {
         let flushed = pending_on_would_block(self.ws.flush());
         if flushed.is_ready() {
             self.ready = true;
+            self.unflushed = false;
         }
         flushed
+    }
+
+    /// The server's end (its Close, or a frame that fails the connection) has arrived, read ahead or by the
+    /// reader.
+    fn has_ended_ahead(&self) -> bool {
+        self.peer_closed || self.failed.is_some()
+    }
+
+    /// Reads what tungstenite already holds, without a system call, until it holds no complete frame or the
+    /// server's end is found: messages are kept for the reader, the end is noted.
+    ///
+    /// Only once what was written before is flushed, so that those frames go out before a Close reply.
+    #[cold]
+    #[inline(never)]
+    fn look_ahead(&mut self, cx: &mut Context<'_>) {
+        if self.unflushed && !self.poll_flush_ws(cx).is_ready() {
+            return;
+        }
+        self.ws.get_mut().peek = true;
+        while self.buffered && !self.has_ended_ahead() {
+            match self.ws.read() {
+                Ok(Message::Close(frame)) => self.record_close(frame),
+                Ok(message) => {
+                    self.received(&message);
+                    self.ahead.push_back(message);
+                    self.detour = true;
+                }
+                Err(error) if would_block(&error) => self.buffered = false,
+                Err(error) => {
+                    self.failed = Some(Box::new(error));
+                    self.detour = true;
+                }
+            }
+        }
+        self.ws.get_mut().peek = false;
+    }
+
+    /// Writes `message` after the server's end has arrived: as a frame of its own, ahead of the Close reply
+    /// (tungstenite takes no data after a Close). The flush reports it.
+    #[cold]
+    fn write_after_end(&mut self, message: Message) {
+        let (opcode, payload) = match message {
+            Message::Text(text) => (OpCode::Data(Data::Text), text.into()),
+            Message::Binary(data) => (OpCode::Data(Data::Binary), data),
+            Message::Ping(data) => (OpCode::Control(Control::Ping), data),
+            Message::Pong(data) => (OpCode::Control(Control::Pong), data),
+            // tungstenite has queued the reply to the server's Close: nothing more to close.
+            Message::Close(_) => return,
+            Message::Frame(frame) => {
+                self.push_late(frame);
+                return;
+            }
+        };
+        self.push_late(Frame::message(payload, opcode, true));
+    }
+
+    fn push_late(&mut self, mut frame: Frame) {
+        // A client masks every frame (RFC 6455 5.3); this path is rare, so a fast generator does.
+        frame.header_mut().mask = Some(fastrand::u32(..).to_ne_bytes());
+        if frame.format(&mut self.late).is_ok() {
+            self.wrote_late = true;
+        }
+    }
+
+    /// Puts the frames written after the end on the socket (before tungstenite's Close reply).
+    fn write_late(&mut self) -> Poll<io::Result<()>> {
+        while !self.late.is_empty() {
+            match self.ws.get_mut().write(&self.late) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(written) => drop(self.late.drain(..written)),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
+                Err(error) => return Poll::Ready(Err(error)),
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// The flush after writes that followed the server's end: they go out, then the Close reply; the flush
+    /// then fails, so that the messages are sent again on the next connection.
+    #[cold]
+    fn poll_flush_late(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnectionError>> {
+        self.register_writer(cx.waker());
+        if self.write_late().is_pending() {
+            return Poll::Pending;
+        }
+        if pending_on_would_block(self.ws.flush()).is_pending() {
+            return Poll::Pending;
+        }
+        let (code, peer) = match (&self.peer_close, &self.failed) {
+            (Some((code, _)), _) => (*code, true),
+            (None, Some(error)) => (ConnectionError::close_code_of(error).unwrap_or(1006), false),
+            (None, None) => (1006, false),
+        };
+        Poll::Ready(Err(ConnectionError::WrittenAfterEnd { code, peer }))
     }
 }
 
@@ -193,7 +495,11 @@ impl Sink<Message> for WsConnection {
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ConnectionError>> {
         let this = self.get_mut();
-        if this.ready {
+        if this.buffered {
+            // What has arrived may hold the server's end: look before writing (see the type's docs).
+            this.look_ahead(cx);
+        }
+        if this.ready || this.has_ended_ahead() {
             return Poll::Ready(Ok(()));
         }
         // A write was only queued: flush until the socket has taken it.
@@ -202,14 +508,21 @@ impl Sink<Message> for WsConnection {
 
     fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), ConnectionError> {
         let this = self.get_mut();
+        if this.has_ended_ahead() {
+            this.write_after_end(item);
+            return Ok(());
+        }
+        this.replied = true;
         match this.ws.write(item) {
             Ok(()) => {
                 this.ready = true;
+                this.unflushed = true;
                 Ok(())
             }
             Err(error) if would_block(&error) => {
                 // Queued, not an error: `poll_ready` flushes before the next one.
                 this.ready = false;
+                this.unflushed = true;
                 Ok(())
             }
             Err(error) => {
@@ -220,7 +533,11 @@ impl Sink<Message> for WsConnection {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ConnectionError>> {
-        match self.get_mut().poll_flush_ws(cx) {
+        let this = self.get_mut();
+        if this.wrote_late {
+            return this.poll_flush_late(cx);
+        }
+        match this.poll_flush_ws(cx) {
             // The close handshake just completed: nothing is left to flush.
             Poll::Ready(Err(tungstenite::Error::ConnectionClosed)) => Poll::Ready(Ok(())),
             other => other.map_err(Into::into),
@@ -312,6 +629,8 @@ fn register(slot: &Mutex<Option<Waker>>, waker: &Waker) -> Waker {
 struct SyncIo {
     transport: Transport,
     waker: Waker,
+    /// Reads serve only what the transport already holds: no system call.
+    peek: bool,
 }
 
 impl SyncIo {
@@ -330,6 +649,12 @@ impl SyncIo {
 impl Read for SyncIo {
     #[inline]
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.peek {
+            return self
+                .transport
+                .read_held(buf)
+                .ok_or_else(|| io::ErrorKind::WouldBlock.into());
+        }
         self.poll(|transport, cx| transport.poll_read(cx, buf))
     }
 }

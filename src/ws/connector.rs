@@ -16,7 +16,7 @@ use futures_rustls::rustls::{ClientConfig, RootCertStore};
 use futures_util::future::{self, Either};
 use tracing::debug;
 
-use super::connection::WsConnection;
+use super::connection::{Liveness, WsConnection};
 use super::error::ConnectError;
 use super::ring::{Ring, Source};
 use super::transport::{self, MaybeTlsStream, Target, TcpOptions, Transport};
@@ -24,6 +24,7 @@ use crate::connect::Connect;
 use crate::error::ConnectTimeout;
 use crate::reconnect::DEFAULT_STABLE_AFTER;
 use crate::redact::redact_url;
+use crate::time::Timer;
 
 /// The default read buffer per connection: 32 KiB (tungstenite's own default is 128 KiB, zero-filled on the
 /// first read: most of an idle connection's memory). A busy connection reads ahead up to 96 KiB per system
@@ -100,6 +101,8 @@ struct Settings {
     max_retry_after: Duration,
     /// A connection of a ring of several endpoints dropped sooner moves the ring on.
     stable_after: Duration,
+    /// Each connection's heartbeat, clock and reply grace.
+    liveness: Liveness,
 }
 
 impl Default for Settings {
@@ -114,6 +117,7 @@ impl Default for Settings {
             },
             max_retry_after: DEFAULT_MAX_RETRY_AFTER,
             stable_after: DEFAULT_STABLE_AFTER,
+            liveness: Liveness::default(),
         }
     }
 }
@@ -165,7 +169,12 @@ async fn dial_inner(request: Request, settings: &Settings) -> Result<WsConnectio
         .get("sec-websocket-protocol")
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned);
-    Ok(WsConnection::new(transport, settings.ws_config, protocol))
+    Ok(WsConnection::new(
+        transport,
+        settings.ws_config,
+        protocol,
+        settings.liveness.clone(),
+    ))
 }
 
 type HeaderProvider = Arc<dyn Fn() -> HeaderMap + Send + Sync>;
@@ -323,6 +332,8 @@ impl fmt::Debug for WsConnector {
             .field("custom_tls", &self.settings.tls.is_some())
             .field("max_retry_after", &self.settings.max_retry_after)
             .field("stable_after", &self.settings.stable_after)
+            .field("heartbeat", &self.settings.liveness.heartbeat)
+            .field("reply_grace", &self.settings.liveness.reply_grace)
             .field("config_error", &self.config_error)
             .finish_non_exhaustive()
     }
@@ -432,6 +443,39 @@ impl WsConnectorBuilder {
     /// None by default: `ReconnectingStream`'s per-attempt timeout covers the attempt.
     pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
         self.connector.settings.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// Sets each connection's heartbeat: a Ping every `interval`; when no frame arrives within `timeout` of
+    /// one, the connection fails with [`ConnectionError::Silent`](super::ConnectionError::Silent) (and a
+    /// reconnecting stream replaces it). A half-open connection is detected within `interval + timeout`.
+    /// Default: [`DEFAULT_PING_INTERVAL`](super::DEFAULT_PING_INTERVAL) and
+    /// [`DEFAULT_PING_TIMEOUT`](super::DEFAULT_PING_TIMEOUT), 20 s each.
+    pub fn with_heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.connector.settings.liveness.heartbeat = Some((interval, timeout));
+        self
+    }
+
+    /// Turns the heartbeat off: a connection that goes silent is then only detected by the operating system
+    /// (TCP keepalive, see [`with_tcp_keepalive`](Self::with_tcp_keepalive)) or a receive timeout.
+    pub fn without_heartbeat(mut self) -> Self {
+        self.connector.settings.liveness.heartbeat = None;
+        self
+    }
+
+    /// Uses `timer` for the heartbeat and the reply grace (for tests: a
+    /// [`ManualClock`](crate::time::ManualClock)).
+    pub fn with_timer(mut self, timer: impl Timer + 'static) -> Self {
+        self.connector.settings.liveness.timer = Arc::new(timer);
+        self
+    }
+
+    /// When the server's Close arrives right behind a message the application has not answered yet, waits up
+    /// to `grace` for the answer before replying to the Close, so that the answer still goes out on this
+    /// connection (ahead of the Close reply) when the reader runs ahead of the writer, as a client's driver
+    /// does. Off by default: a `ReconnectingStream` read and written in turn needs none.
+    pub fn with_reply_grace(mut self, grace: Duration) -> Self {
+        self.connector.settings.liveness.reply_grace = Some(grace);
         self
     }
 

@@ -43,7 +43,13 @@ impl Diagnose for ConnectionError {
                 Diagnosis::classified(Classification::Fatal).with_peer_close(*code)
             }
             Self::Closed { code, .. } => Diagnosis::classified(Classification::Retry).with_peer_close(*code),
-            Self::Protocol(_) => {
+            Self::WrittenAfterEnd { code, peer: true } if FATAL_CLOSE_CODES.contains(code) => {
+                Diagnosis::classified(Classification::Fatal).with_peer_close(*code)
+            }
+            Self::WrittenAfterEnd { code, peer: true } => {
+                Diagnosis::classified(Classification::Retry).with_peer_close(*code)
+            }
+            Self::Silent { .. } | Self::WrittenAfterEnd { peer: false, .. } | Self::Protocol(_) => {
                 let diagnosis = Diagnosis::classified(Classification::Retry);
                 match self.close_code() {
                     Some(code) => diagnosis.with_close_code(code),

@@ -181,6 +181,22 @@ pub enum ConnectionError {
     /// A WebSocket or I/O error.
     #[error("websocket connection failed")]
     Protocol(#[source] tungstenite::Error),
+    /// No frame arrived within `after` of a heartbeat ping: the connection is presumed dead (half-open).
+    #[error("no frame within {after:?} of a ping: the connection is presumed dead")]
+    Silent {
+        /// The heartbeat's timeout.
+        after: Duration,
+    },
+    /// Messages were written after the connection's end had arrived (the server's Close, `peer`, or a frame
+    /// that fails the connection) and the server may have discarded them: they are sent again on the next
+    /// connection. The end itself follows on the read side.
+    #[error("messages were written after the connection had ended (close code {code}); they are sent again")]
+    WrittenAfterEnd {
+        /// The server's close code, or the one that names the failure.
+        code: u16,
+        /// The server ended it with a Close.
+        peer: bool,
+    },
 }
 
 impl ConnectionError {
@@ -188,8 +204,9 @@ impl ConnectionError {
     /// lost without a close handshake, 1009 for a message over the size limit, 1002 for a protocol violation.
     pub fn close_code(&self) -> Option<u16> {
         match self {
-            Self::Closed { code, .. } => Some(*code),
+            Self::Closed { code, .. } | Self::WrittenAfterEnd { code, .. } => Some(*code),
             Self::Protocol(error) => Self::close_code_of(error),
+            Self::Silent { .. } => Some(1006),
         }
     }
 

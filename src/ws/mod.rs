@@ -13,6 +13,10 @@
 //! URLs, an invalid connector configuration and certificate errors end the stream at once; 429/503 with
 //! `Retry-After` wait at least that long (at most [`DEFAULT_MAX_RETRY_AFTER`] by default); 5xx and I/O errors
 //! retry; a server Close reconnects unless its code says reconnecting cannot help.
+//!
+//! Every connection has a heartbeat by default (a Ping every 20 s, dead after 20 s without a frame), so a
+//! half-open connection is detected within 40 s: see [`WsConnection`]'s docs and
+//! [`WsConnectorBuilder::with_heartbeat`].
 
 mod connection;
 mod connector;
@@ -21,7 +25,7 @@ mod error;
 mod ring;
 mod transport;
 
-pub use self::connection::WsConnection;
+pub use self::connection::{WsConnection, DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT};
 pub use self::connector::{
     connect, WsConnector, WsConnectorBuilder, WsConnectorFuture, DEFAULT_MAX_RETRY_AFTER, DEFAULT_READ_BUFFER,
 };

@@ -934,8 +934,10 @@ fn receive_timeout_replaces_a_silent_connection() {
         while let Some(Ok(_)) = ws.next().await {}
     });
     let clock = ManualClock::new();
+    // The receive timeout alone: the heartbeat's pongs would be frames too.
     let client = WebSocketClient::builder(server.url())
         .with_receive_timeout(Duration::from_secs(30))
+        .without_heartbeat()
         .with_retry(FixedDelay::new(Duration::from_secs(1)))
         .with_timer(clock.clone())
         .build();
@@ -1224,4 +1226,109 @@ fn a_shutdown_while_not_running_does_not_stop_the_next_run() {
         outcome.unwrap();
     });
     assert_eq!(server.accepted(), 1);
+}
+
+// ---- Hardening: the server's end, and the default heartbeat ----------------------------------------------------
+
+/// A server writes "hello" and, in the same segment, a Close 1000. A subscriber that answers gets its answer to
+/// the server on that connection, before the close completes, as over a bare connection. (Before, the driver
+/// had already read the Close, so the answer never went out on it.)
+#[test]
+fn a_reply_to_a_message_right_before_a_close_goes_out_on_that_connection() {
+    let (heard, hearing) = async_channel::unbounded::<(usize, String)>();
+    let server = server::serve(move |tcp, index, _| {
+        let heard = heard.clone();
+        async move {
+            let Ok(mut ws) = async_tungstenite::accept_async(tcp).await else {
+                return;
+            };
+            if index == 0 {
+                use futures::AsyncWriteExt;
+                // Unmasked "hello", then Close 1000: one write, one segment.
+                if ws.get_mut().write_all(b"\x81\x05hello\x88\x02\x03\xe8").await.is_err() {
+                    return;
+                }
+            }
+            while let Some(Ok(message)) = ws.next().await {
+                if let Ok(text) = message.to_text() {
+                    let _ = heard.send((index, text.to_owned())).await;
+                }
+            }
+        }
+    });
+    let client = WebSocketClient::new(server.url());
+    let mut messages = client.subscribe();
+    let sender = client.sender();
+    support::block_on(async {
+        let test = async {
+            let hello = prompt("hello", messages.recv()).await.unwrap();
+            assert_eq!(hello, Message::text("hello"));
+            sender.send(Message::text("echo hello")).await.unwrap();
+            let first = prompt("the server hearing the answer", hearing.recv()).await.unwrap();
+            assert_eq!(first, (0, "echo hello".to_owned()), "on the connection that closed");
+            client.shutdown().await;
+        };
+        let (outcome, ()) = future::join(client.run(), test).await;
+        outcome.unwrap();
+    });
+}
+
+/// With the defaults, a client whose server goes silent (no frames, no pongs) replaces the connection at
+/// `DEFAULT_PING_INTERVAL + DEFAULT_PING_TIMEOUT` (40 s) of its clock. (Before, it had no heartbeat by default
+/// and stayed on its first connection forever.)
+#[test]
+fn a_silent_server_is_caught_by_the_default_heartbeat_within_40s() {
+    use stream_tungstenite::ws::{ConnectionError, DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT};
+    let (release, released) = async_channel::bounded::<()>(1);
+    let server = server::serve(move |tcp, _, _| {
+        let released = released.clone();
+        async move {
+            // Upgrade, then neither send nor read (so never answer a ping) until the test ends.
+            let _ws = async_tungstenite::accept_async(tcp).await;
+            let _ = released.recv().await;
+        }
+    });
+    let clock = ManualClock::new();
+    let client = WebSocketClient::builder(server.url())
+        .with_retry(FixedDelay::new(Duration::from_secs(3600)))
+        .with_timer(clock.clone())
+        .build();
+    let mut events = client.subscribe_events();
+    support::block_on(async {
+        let test = async {
+            wait_for(&mut events, "connected", is_connected_event).await;
+            let settled = |due: Duration| {
+                let clock = clock.clone();
+                prompt("the heartbeat's next sleep", async move {
+                    while clock.next_deadline() != Some(due) {
+                        smol::future::yield_now().await;
+                    }
+                })
+            };
+            settled(DEFAULT_PING_INTERVAL).await;
+            clock.advance(DEFAULT_PING_INTERVAL);
+            // The ping went out: the deadline for an answer is now the nearest sleep.
+            settled(DEFAULT_PING_TIMEOUT).await;
+            clock.advance(DEFAULT_PING_TIMEOUT - ms(1));
+            assert!(drain(&mut events)
+                .iter()
+                .all(|e| !matches!(e, Event::Disconnected { .. })));
+            clock.advance(ms(1));
+            let lost = wait_for(&mut events, "disconnected", |e| matches!(e, Event::Disconnected { .. })).await;
+            let Event::Disconnected { reason, .. } = lost else {
+                unreachable!()
+            };
+            assert!(
+                matches!(
+                    reason.downcast_ref::<ConnectionError>(),
+                    Some(ConnectionError::Silent { .. })
+                ),
+                "{reason}"
+            );
+            client.shutdown().await;
+        };
+        let (outcome, ()) = future::join(client.run(), test).await;
+        outcome.unwrap();
+    });
+    let _ = release.try_send(());
 }

@@ -556,7 +556,10 @@ fn accept_then_close_with_the_default_policy_gets_at_most_15_connections_in_5s()
     let accepted = server.accepted();
     println!("accept-then-close, default policy: {accepted} connections in {window:?}");
     assert!(accepted <= 15, "{accepted} connections in {window:?}");
-    assert!(accepted >= 3, "only {accepted} connections: the client stopped retrying?");
+    assert!(
+        accepted >= 3,
+        "only {accepted} connections: the client stopped retrying?"
+    );
 }
 
 /// An echo server that aborts each connection (RST) right after its `every`-th echo: it works, and it drops.
@@ -635,7 +638,11 @@ fn productive_connections_that_drop_do_not_grow_the_backoff() {
         "productive drops: 200 steps in {:?}, {} answered, {} connections, longest delay {:?}",
         run.elapsed, run.answered, run.connections, run.longest_delay
     );
-    assert!(run.connections >= 30, "{} connections: the server did not abort?", run.connections);
+    assert!(
+        run.connections >= 30,
+        "{} connections: the server did not abort?",
+        run.connections
+    );
     assert!(
         run.longest_delay <= ms(200),
         "the delay grew to {:?} (the default starts at 100 ms)",

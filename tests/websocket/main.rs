@@ -8,6 +8,7 @@ mod support;
 mod config_errors;
 mod retry_after;
 mod rotation;
+mod server_end;
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};

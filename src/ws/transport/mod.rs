@@ -186,6 +186,17 @@ impl Transport {
     pub(crate) fn tcp(&self) -> Option<&Async<TcpStream>> {
         self.inner.tcp()
     }
+
+    /// Serves what was read ahead, if anything is: never reads the socket.
+    pub(crate) fn read_held(&mut self, buf: &mut [u8]) -> Option<usize> {
+        if self.consumed >= self.filled {
+            return None;
+        }
+        let n = buf.len().min(self.filled - self.consumed);
+        buf[..n].copy_from_slice(&self.pending[self.consumed..self.consumed + n]);
+        self.consumed += n;
+        Some(n)
+    }
 }
 
 impl AsyncRead for Transport {
