@@ -84,7 +84,11 @@ pub mod retry;
 pub mod time;
 pub mod ws;
 
-pub use crate::client::{ClientConfig, ClientError, WebSocketClient};
+pub use crate::client::{
+    ClientBuilder, ClientConfig, ClientError, ClientState, DisconnectReason, ReceiveError, SendError, Sender,
+    Subscription, WebSocketClient, WebSocketClientBuilder,
+};
+pub use crate::handshake::HandshakeError;
 pub use crate::ws::{connect, ConnectError, WsConnection, WsConnector};
 pub use async_tungstenite::tungstenite;
 
@@ -93,6 +97,9 @@ pub use crate::connect::Connect;
 pub use crate::diagnose::{Classification, Diagnose, Diagnosis};
 pub use crate::error::{BoxError, ConnectTimeout, DiagnosedError, Error, Failure};
 pub use crate::event::{ConnectionState, Event, Observer};
+
+/// The 0.6.1 name of [`Event`]: what [`WebSocketClient::subscribe_events`] yields.
+pub type ConnectionEvent = Event;
 pub use crate::join::{join, Join};
 pub use crate::reconnect::{
     ReconnectingStream, DEFAULT_CLOSE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_QUEUE_CAPACITY, DEFAULT_STABLE_AFTER,

@@ -25,15 +25,21 @@ pub(crate) fn redact_url(url: &str) -> String {
         Some(at) => format!("{}?<redacted>", &url[..at]),
         None => url.to_owned(),
     };
-    match (without_query.find("://"), without_query.find('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!(
-                "{}://<redacted>@{}",
-                &without_query[..scheme_end],
-                &without_query[at + 1..]
-            )
-        }
-        _ => without_query,
+    // User info is in the authority only: between `://` and the path.
+    let Some(scheme_end) = without_query.find("://") else {
+        return without_query;
+    };
+    let authority_start = scheme_end + 3;
+    let authority_end = without_query[authority_start..]
+        .find('/')
+        .map_or(without_query.len(), |end| authority_start + end);
+    match without_query[authority_start..authority_end].rfind('@') {
+        Some(at) => format!(
+            "{}<redacted>@{}",
+            &without_query[..authority_start],
+            &without_query[authority_start + at + 1..]
+        ),
+        None => without_query,
     }
 }
 

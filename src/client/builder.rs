@@ -70,7 +70,9 @@ impl fmt::Debug for ClientBuilder {
 }
 
 impl ClientBuilder {
-    pub(super) fn new(url: String) -> Self {
+    /// Starts building a client for `url` (the same as [`WebSocketClient::builder`]).
+    pub fn new(url: impl Into<String>) -> Self {
+        let url = url.into();
         Self {
             connector: WsConnector::builder(url.clone()),
             url,
@@ -80,6 +82,40 @@ impl ClientBuilder {
             steps: Vec::new(),
             timer: Arc::new(AsyncIoTimer),
         }
+    }
+
+    /// The 0.6.1 name of [`with_config`](Self::with_config).
+    #[deprecated(since = "0.7.0", note = "renamed `with_config`")]
+    pub fn config(self, config: ClientConfig) -> Self {
+        self.with_config(config)
+    }
+
+    /// The 0.6.1 name of [`with_receive_timeout`](Self::with_receive_timeout).
+    #[deprecated(since = "0.7.0", note = "renamed `with_receive_timeout`")]
+    pub fn receive_timeout(self, timeout: Duration) -> Self {
+        self.with_receive_timeout(timeout)
+    }
+
+    /// The 0.6.1 name of [`with_retry`](Self::with_retry) (the policy trait is now
+    /// [`RetryPolicy`](crate::retry::RetryPolicy)).
+    #[deprecated(since = "0.7.0", note = "renamed `with_retry`")]
+    pub fn retry_strategy(self, policy: impl RetryPolicy + Clone + Sync + 'static) -> Self {
+        self.with_retry(policy)
+    }
+
+    /// The 0.6.1 name of [`with_handshaker`](Self::with_handshaker).
+    #[deprecated(since = "0.7.0", note = "renamed `with_handshaker`")]
+    pub fn handshaker(self, handshaker: impl Handshaker) -> Self {
+        self.with_handshaker(handshaker)
+    }
+
+    /// The 0.6.1 shorthand for `with_retry(ExponentialBackoff::new(initial, max).with_factor(multiplier))`.
+    #[deprecated(
+        since = "0.7.0",
+        note = "use `with_retry(ExponentialBackoff::new(initial, max).with_factor(multiplier))`"
+    )]
+    pub fn exponential_backoff(self, initial: Duration, max: Duration, multiplier: f64) -> Self {
+        self.with_retry(ExponentialBackoff::new(initial, max).with_factor(multiplier))
     }
 
     /// Replaces the configuration.

@@ -48,6 +48,9 @@ use futures_sink::Sink;
 use tower_layer::Layer;
 
 pub use self::builder::ClientBuilder;
+
+/// The 0.6.1 name of [`ClientBuilder`].
+pub type WebSocketClientBuilder = ClientBuilder;
 pub use self::config::{ClientConfig, DEFAULT_EVENT_CAPACITY, DEFAULT_REPLY_GRACE, DEFAULT_SUBSCRIBER_CAPACITY};
 pub use self::connector::{BoxConnectFuture, BoxConnection, BoxConnector};
 use self::connector::{ClientConnector, HookList, Step};
@@ -113,9 +116,11 @@ impl WebSocketClient {
         Self::builder(url).build()
     }
 
-    /// The URL the client connects to.
-    pub fn uri(&self) -> &str {
-        &self.url
+    /// The URL the client connects to, with its query and user info redacted (`?<redacted>`,
+    /// `<redacted>@`): they may carry credentials, and this is what gets printed and logged. (The client
+    /// dials the URL it was given, of course.)
+    pub fn uri(&self) -> String {
+        redact_url(&self.url)
     }
 
     /// A new subscriber to inbound messages (those received from now on). Each subscriber gets every message;

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
+use async_tungstenite::tungstenite::handshake::client::Response;
 use async_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use async_tungstenite::tungstenite::protocol::frame::Frame;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -101,6 +102,8 @@ pub struct WsConnection {
     /// Set by a [`WsConnector`](super::WsConnector) of several endpoints: dropped before the connection was
     /// stable, it moves the connector's endpoint ring on.
     pub(super) rotation: Option<super::ring::RotateOnEarlyDrop>,
+    /// The upgrade's response (none for a connection made by `from_raw_socket`).
+    pub(super) response: Option<Box<Response>>,
     /// tungstenite may hold a complete frame: a read returned a message, and no read found the buffer empty
     /// since.
     buffered: bool,
@@ -169,6 +172,7 @@ impl WsConnection {
             ready: true,
             closing: false,
             rotation: None,
+            response: None,
             buffered: false,
             unflushed: false,
             detour: false,
@@ -196,6 +200,12 @@ impl WsConnection {
     {
         let transport = Transport::new(MaybeTlsStream::Other(Box::new(stream))).upgraded();
         Self::new(transport, config, None, Liveness::default())
+    }
+
+    /// The response to the WebSocket upgrade (status, headers), as tokio-tungstenite's `connect_async` returns
+    /// it beside the stream; `None` for a connection made by [`from_raw_socket`](Self::from_raw_socket).
+    pub fn response(&self) -> Option<&Response> {
+        self.response.as_deref()
     }
 
     /// The subprotocol the server selected, if any.

@@ -7,9 +7,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_tungstenite::tungstenite::client::IntoClientRequest;
+use async_tungstenite::tungstenite::client::{ClientRequestBuilder, IntoClientRequest};
 use async_tungstenite::tungstenite::handshake::client::Request;
-use async_tungstenite::tungstenite::http::{HeaderMap, HeaderName, HeaderValue};
+use async_tungstenite::tungstenite::http::header::AUTHORIZATION;
+use async_tungstenite::tungstenite::http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use futures_rustls::rustls::pki_types::CertificateDer;
 use futures_rustls::rustls::{ClientConfig, RootCertStore};
@@ -20,6 +21,7 @@ use super::connection::{Liveness, WsConnection};
 use super::error::ConnectError;
 use super::ring::{Ring, Source};
 use super::transport::{self, MaybeTlsStream, Target, TcpOptions, Transport};
+use super::upgrade;
 use crate::connect::Connect;
 use crate::error::ConnectTimeout;
 use crate::reconnect::DEFAULT_STABLE_AFTER;
@@ -45,8 +47,9 @@ pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(5 * 60);
 /// Opens a WebSocket connection: TCP (async-io, `TCP_NODELAY`), TLS for `wss://` (rustls, default roots),
 /// then the upgrade.
 ///
-/// `request` is anything tungstenite accepts: `&str`, `String`, a `Uri`, or an `http::Request` carrying
-/// headers and subprotocols. The defaults are [`WsConnector`]'s; build one for more control.
+/// `request` is a URL (`&str`, `String`), a `Uri`, or an `http::Request` carrying headers and subprotocols
+/// (see [`IntoWsRequest`]). A URL with user info (`wss://user:pass@host/`) sends it as HTTP Basic
+/// authentication (percent-decoded), unless the request has an `Authorization` header of its own. The defaults are [`WsConnector`]'s; build one for more control.
 ///
 /// # Examples
 ///
@@ -74,20 +77,125 @@ pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(5 * 60);
 /// # Errors
 ///
 /// A [`ConnectError`] saying which step failed; it diagnoses its own failure class
-/// ([`ConnectError::is_retryable`], [`ConnectError::retry_after`]), which a reconnecting stream follows.
-pub async fn connect<R>(request: R) -> Result<WsConnection, ConnectError>
-where
-    R: IntoClientRequest + Unpin,
-{
-    let request = into_request(request)?;
+/// ([`ConnectError::is_retryable`], [`ConnectError::retry_after`]), which a reconnecting stream follows. An
+/// invalid URL is [`ConnectError::InvalidUrl`] with the URL (redacted) and the reason.
+///
+/// # Cancel safety
+///
+/// Dropping the future abandons the attempt and closes whatever it had opened.
+pub async fn connect<R: IntoWsRequest>(request: R) -> Result<WsConnection, ConnectError> {
+    let request = request.into_ws_request()?;
     dial(request, &Settings::default()).await
 }
 
-fn into_request<R: IntoClientRequest>(request: R) -> Result<Request, ConnectError> {
+/// What [`connect`] dials: a URL (`&str`, `String`), a `Uri`, an `http::Request` (with headers and
+/// subprotocols of its own) or tungstenite's `ClientRequestBuilder`.
+pub trait IntoWsRequest {
+    /// The upgrade request.
+    ///
+    /// # Errors
+    ///
+    /// [`ConnectError::InvalidUrl`], with the URL (redacted) and why.
+    fn into_ws_request(self) -> Result<Request, ConnectError>;
+}
+
+/// tungstenite's request from `request`, or the error naming `url` (redacted).
+fn client_request(request: impl IntoClientRequest, url: &str) -> Result<Request, ConnectError> {
     request.into_client_request().map_err(|error| ConnectError::InvalidUrl {
-        url: String::new(),
+        url: redact_url(url),
         reason: error.to_string(),
     })
+}
+
+impl IntoWsRequest for &str {
+    fn into_ws_request(self) -> Result<Request, ConnectError> {
+        client_request(self, self)
+    }
+}
+
+impl IntoWsRequest for &String {
+    fn into_ws_request(self) -> Result<Request, ConnectError> {
+        client_request(self.as_str(), self)
+    }
+}
+
+impl IntoWsRequest for String {
+    fn into_ws_request(self) -> Result<Request, ConnectError> {
+        client_request(self.as_str(), &self)
+    }
+}
+
+impl IntoWsRequest for Uri {
+    fn into_ws_request(self) -> Result<Request, ConnectError> {
+        let url = self.to_string();
+        client_request(self, &url)
+    }
+}
+
+impl IntoWsRequest for &Uri {
+    fn into_ws_request(self) -> Result<Request, ConnectError> {
+        self.clone().into_ws_request()
+    }
+}
+
+impl IntoWsRequest for Request {
+    fn into_ws_request(self) -> Result<Request, ConnectError> {
+        let url = self.uri().to_string();
+        client_request(self, &url)
+    }
+}
+
+impl IntoWsRequest for ClientRequestBuilder {
+    fn into_ws_request(self) -> Result<Request, ConnectError> {
+        client_request(self, "")
+    }
+}
+
+/// A URL's user info (`user:pass@`) as HTTP Basic authentication, percent-decoded, as python websockets
+/// sends it; an `Authorization` header already there wins.
+fn basic_auth_from_user_info(request: &mut Request) {
+    let Some(user_info) = request
+        .uri()
+        .authority()
+        .and_then(|authority| authority.as_str().rsplit_once('@'))
+        .map(|(user_info, _)| user_info.to_owned())
+    else {
+        return;
+    };
+    if request.headers().contains_key(AUTHORIZATION) {
+        return;
+    }
+    let (user, password) = user_info.split_once(':').unwrap_or((&user_info, ""));
+    let mut credentials = percent_decode(user);
+    credentials.push(b':');
+    credentials.extend(percent_decode(password));
+    let value = format!("Basic {}", data_encoding::BASE64.encode(&credentials));
+    if let Ok(mut value) = HeaderValue::from_str(&value) {
+        value.set_sensitive(true);
+        request.headers_mut().insert(AUTHORIZATION, value);
+    }
+}
+
+/// `%XX` escapes decoded (anything else, a malformed escape too, kept as it is).
+fn percent_decode(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |at: usize| bytes.get(at).and_then(|&b| (b as char).to_digit(16));
+        match (bytes[i], hex(i + 1), hex(i + 2)) {
+            (b'%', Some(high), Some(low)) => {
+                // Two hex digits: at most 0xff.
+                decoded.push(u8::try_from(high * 16 + low).unwrap_or(u8::MAX));
+                i += 3;
+            }
+            (byte, _, _) => {
+                decoded.push(byte);
+                i += 1;
+            }
+        }
+    }
+    decoded
 }
 
 /// Everything a dial needs besides the request.
@@ -141,7 +249,8 @@ async fn dial(request: Request, settings: &Settings) -> Result<WsConnection, Con
     }
 }
 
-async fn dial_inner(request: Request, settings: &Settings) -> Result<WsConnection, ConnectError> {
+async fn dial_inner(mut request: Request, settings: &Settings) -> Result<WsConnection, ConnectError> {
+    basic_auth_from_user_info(&mut request);
     let target = Target::from_uri(request.uri())?;
     debug!(host = %target.host, port = target.port, tls = target.tls, "dialling");
     let tcp = transport::dial_tcp(&target, settings.tcp).await?;
@@ -157,24 +266,21 @@ async fn dial_inner(request: Request, settings: &Settings) -> Result<WsConnectio
     } else {
         MaybeTlsStream::Plain(tcp)
     };
-    let (ws, response) =
-        async_tungstenite::client_async_with_config(request, Transport::new(stream), Some(settings.ws_config))
-            .await
-            .map_err(|error| ConnectError::from_upgrade(error, settings.max_retry_after))?;
-    // A fresh WebSocket over the same bytes: its read buffer has the configured size for good (see
-    // `Transport`); the handshake read nothing past the response head, so nothing is left behind.
-    let transport = ws.into_inner().upgraded();
+    let mut transport = Transport::new(stream);
+    let response = upgrade::upgrade(&mut transport, &request)
+        .await
+        .map_err(|error| ConnectError::from_upgrade(error, settings.max_retry_after))?;
+    // The handshake read nothing past the response head: the connection starts from a read buffer of its
+    // configured size (see `Transport`).
+    let transport = transport.upgraded();
     let protocol = response
         .headers()
         .get("sec-websocket-protocol")
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned);
-    Ok(WsConnection::new(
-        transport,
-        settings.ws_config,
-        protocol,
-        settings.liveness.clone(),
-    ))
+    let mut connection = WsConnection::new(transport, settings.ws_config, protocol, settings.liveness.clone());
+    connection.response = Some(Box::new(response));
+    Ok(connection)
 }
 
 type HeaderProvider = Arc<dyn Fn() -> HeaderMap + Send + Sync>;
@@ -253,18 +359,24 @@ impl WsConnector {
     }
 
     fn request(&self, url: &str) -> Result<Request, ConnectError> {
-        let mut request = url.into_client_request().map_err(|error| ConnectError::InvalidUrl {
-            url: redact_url(url),
-            reason: error.to_string(),
-        })?;
+        let mut request = client_request(url, url)?;
         let headers = request.headers_mut();
         for (name, value) in &self.headers {
             headers.insert(name, value.clone());
         }
         if let Some(provider) = &self.header_provider {
+            // A provider's header replaces a fixed one of the same name; its further values are kept too.
+            let mut last: Option<HeaderName> = None;
             for (name, value) in provider() {
-                if let Some(name) = name {
-                    headers.insert(name, value);
+                match (name, &last) {
+                    (Some(name), _) => {
+                        headers.insert(&name, value);
+                        last = Some(name);
+                    }
+                    (None, Some(name)) => {
+                        headers.append(name, value);
+                    }
+                    (None, None) => {}
                 }
             }
         }

@@ -243,7 +243,7 @@ pub(super) fn retry_after<T>(response: &http::Response<T>, now: SystemTime, max:
 /// A `Retry-After` value (RFC 9110 section 10.2.3) as a wait from `now`: delay-seconds, or an HTTP-date in
 /// any of its three forms (IMF-fixdate, RFC 850, asctime). A date in the past is no wait; more digits than a
 /// `u64` holds are as long a wait as can be (the caller caps it). `None` for anything else.
-fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if !value.is_empty() && value.bytes().all(|byte| byte.is_ascii_digit()) {
         return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));

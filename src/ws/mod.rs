@@ -24,10 +24,15 @@ pub mod diagnose;
 mod error;
 mod ring;
 mod transport;
+mod upgrade;
 
 pub use self::connection::{WsConnection, DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT};
 pub use self::connector::{
-    connect, WsConnector, WsConnectorBuilder, WsConnectorFuture, DEFAULT_MAX_RETRY_AFTER, DEFAULT_READ_BUFFER,
+    connect, IntoWsRequest, WsConnector, WsConnectorBuilder, WsConnectorFuture, DEFAULT_MAX_RETRY_AFTER,
+    DEFAULT_READ_BUFFER,
 };
 pub use self::diagnose::FATAL_CLOSE_CODES;
 pub use self::error::{ConnectError, ConnectionError};
+// For the fuzz targets only (see `crate::fuzzing`).
+#[cfg(feature = "fuzzing")]
+pub(crate) use self::{error::parse_retry_after, transport::HeadScan};

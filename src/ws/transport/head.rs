@@ -3,7 +3,7 @@
 /// Finds the end of an HTTP response head, only for a `101 Switching Protocols` (other responses keep their
 /// body as tungstenite reads it, for the error).
 #[derive(Debug, Default)]
-pub(super) struct HeadScan {
+pub(crate) struct HeadScan {
     /// The first bytes, up to the status code.
     start: Vec<u8>,
     /// The last bytes seen, to find `\r\n\r\n` (or `\n\n`) across reads.
@@ -15,7 +15,7 @@ const STATUS_END: usize = 12;
 
 impl HeadScan {
     /// Scans `bytes`, just read; returns how many belong to the head if its end is among them.
-    pub(super) fn end_in(&mut self, bytes: &[u8]) -> Option<usize> {
+    pub(crate) fn end_in(&mut self, bytes: &[u8]) -> Option<usize> {
         for (i, &byte) in bytes.iter().enumerate() {
             if self.start.len() < STATUS_END {
                 self.start.push(byte);
@@ -31,7 +31,7 @@ impl HeadScan {
     }
 
     /// Whether the response is (still possibly) a `101`: only then is the head's end guarded.
-    pub(super) fn may_switch(&self) -> bool {
+    pub(crate) fn may_switch(&self) -> bool {
         let start = &self.start[..];
         let version_end = start.iter().position(|&b| b == b' ');
         match version_end {

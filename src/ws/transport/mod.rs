@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use async_io::Async;
 use futures_io::{AsyncRead, AsyncWrite};
 
-use self::head::HeadScan;
+pub(crate) use self::head::HeadScan;
 pub(crate) use self::tcp::{dial_tcp, Target, TcpOptions};
 pub(crate) use self::tls::{client_config, default_client_config, default_roots, handshake_tls};
 
