@@ -22,8 +22,11 @@ use super::outbox::Outbox;
 use super::state::{Detail, Runs, Shared};
 use super::{RetryFactory, WebSocketClient};
 use crate::connect::Connect;
+use crate::diagnose::Classification;
 use crate::diagnose::Diagnose;
 use crate::error::BoxError;
+use crate::error::Failure;
+use crate::event::Event;
 use crate::handshake::Handshaker;
 use crate::hook::Hook;
 use crate::redact::redact_url;
@@ -56,7 +59,14 @@ pub struct ClientBuilder {
     handshakers: Vec<Arc<dyn Handshaker>>,
     steps: Vec<Step>,
     timer: Arc<dyn Timer>,
+    classifier: Option<SharedClassifier>,
+    observers: Vec<SharedObserver>,
 }
+
+/// A classifier shared by the client's runs.
+pub(super) type SharedClassifier = Arc<dyn Fn(&Failure) -> Classification + Send + Sync>;
+/// An observer shared by the client's runs.
+pub(super) type SharedObserver = Arc<dyn Fn(&Event) + Send + Sync>;
 
 impl fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -81,7 +91,66 @@ impl ClientBuilder {
             handshakers: Vec::new(),
             steps: Vec::new(),
             timer: Arc::new(AsyncIoTimer),
+            classifier: None,
+            observers: Vec::new(),
         }
+    }
+
+    /// Starts building a client that asks `provider` for the URL on every attempt (a refreshed signed URL, a
+    /// discovered endpoint); see [`WsConnector::builder_with_url_provider`].
+    pub fn with_url_provider(provider: impl Fn() -> String + Send + Sync + 'static) -> Self {
+        let mut builder = Self::new("<url provider>");
+        builder.connector = WsConnector::builder_with_url_provider(provider);
+        builder
+    }
+
+    /// Adds a fallback endpoint to the ring (see [`WsConnectorBuilder::with_endpoint`]).
+    pub fn with_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.connector = self.connector.with_endpoint(url);
+        self
+    }
+
+    /// Adds an endpoint whose URL a provider gives on each attempt that falls on it (see
+    /// [`WsConnectorBuilder::with_endpoint_provider`]).
+    pub fn with_endpoint_provider(mut self, provider: impl Fn() -> String + Send + Sync + 'static) -> Self {
+        self.connector = self.connector.with_endpoint_provider(provider);
+        self
+    }
+
+    /// Overrides how failures are classified (retry, retry after, fatal), as
+    /// [`ReconnectingStream::with_classifier`](crate::ReconnectingStream::with_classifier) does; the default
+    /// follows what each failure diagnoses of itself.
+    pub fn with_classifier(mut self, classifier: impl Fn(&Failure) -> Classification + Send + Sync + 'static) -> Self {
+        self.classifier = Some(Arc::new(classifier));
+        self
+    }
+
+    /// Adds an observer called with every [`Event`] (as event subscribers get it: with the client's
+    /// generation), synchronously, in the order added, as
+    /// [`ReconnectingStream::with_observer`](crate::ReconnectingStream::with_observer) does. Keep it quick: it
+    /// runs on the driver.
+    pub fn with_observer(mut self, observer: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+        self.observers.push(Arc::new(observer));
+        self
+    }
+
+    /// Sets the per-attempt timeout covering TCP, TLS, the upgrade and the handshakes
+    /// ([`ClientConfig::connect_timeout`]).
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// Enables TCP keepalive probes after `idle` without traffic (off by default).
+    pub fn with_tcp_keepalive(mut self, idle: Duration) -> Self {
+        self.connector = self.connector.with_tcp_keepalive(idle);
+        self
+    }
+
+    /// Sets `TCP_NODELAY` (on by default).
+    pub fn with_tcp_nodelay(mut self, nodelay: bool) -> Self {
+        self.connector = self.connector.with_tcp_nodelay(nodelay);
+        self
     }
 
     /// The 0.6.1 name of [`with_config`](Self::with_config).
@@ -217,6 +286,13 @@ impl ClientBuilder {
         self
     }
 
+    /// Sets the Close frame the client sends when it shuts down (`code`, `reason`); see
+    /// [`WsConnectorBuilder::with_close_frame`].
+    pub fn with_close_frame(mut self, code: u16, reason: &str) -> Self {
+        self.connector = self.connector.with_close_frame(code, reason);
+        self
+    }
+
     /// Caps the wait a server's `Retry-After` asks for (default
     /// [`DEFAULT_MAX_RETRY_AFTER`](crate::ws::DEFAULT_MAX_RETRY_AFTER)); see
     /// [`WsConnectorBuilder::with_max_retry_after`].
@@ -259,6 +335,7 @@ impl ClientBuilder {
             connector = connector.with_reply_grace(grace);
         }
         let messages = Publisher::new(config.subscriber_capacity);
+        let tagged = Publisher::new(config.subscriber_capacity);
         let events = Publisher::new(config.event_capacity);
         let outbox = Arc::new(Outbox::new(config.send_capacity));
         let close_timeout_ms = u64::try_from(config.close_timeout.as_millis()).unwrap_or(u64::MAX);
@@ -271,6 +348,7 @@ impl ClientBuilder {
             close_timeout_ms: AtomicU64::new(close_timeout_ms),
             stopped: Notify::new(),
             messages,
+            tagged,
             events,
             outbox,
             leftover: Mutex::new(Default::default()),
@@ -287,6 +365,8 @@ impl ClientBuilder {
             retry: self.retry,
             handshakers: self.handshakers,
             steps: self.steps,
+            classifier: self.classifier,
+            observers: self.observers,
         }
     }
 }

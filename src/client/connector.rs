@@ -108,6 +108,10 @@ impl Sink<Message> for BoxConnection {
 }
 
 /// The attempt future of a [`BoxConnector`].
+///
+/// # Cancel safety
+///
+/// Dropping it abandons the attempt: what it had opened (TCP, TLS) is closed, nothing is retried by it.
 pub type BoxConnectFuture = Pin<Box<dyn Future<Output = Result<BoxConnection, DiagnosedError>> + Send>>;
 
 /// A WebSocket connector stack of any type, boxed: what the layers given to

@@ -181,6 +181,15 @@ where
             }
         }
         self.shared.count_in(self.inbound.len(), bytes);
+        if !self.inbound.is_empty() && self.shared.tagged.has_receivers() {
+            let generation = self.shared.detail().generation;
+            let mut tagged: VecDeque<(u64, Message)> = self
+                .inbound
+                .iter()
+                .map(|message| (generation, message.clone()))
+                .collect();
+            self.shared.tagged.publish_all(&mut tagged);
+        }
         self.shared.messages.publish_all(&mut self.inbound);
         outcome.unwrap_or_else(|| {
             // More inbound work is waiting: let other tasks run, then continue.

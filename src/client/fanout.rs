@@ -98,6 +98,11 @@ impl<T: Clone> Publisher<T> {
         }
     }
 
+    /// Whether anyone receives (so that a batch is worth making).
+    pub(crate) fn has_receivers(&self) -> bool {
+        self.shared.ring().cursors.iter().any(Option::is_some)
+    }
+
     /// Publishes one item.
     pub(crate) fn publish(&self, item: T) {
         let mut batch = VecDeque::from([item]);

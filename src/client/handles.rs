@@ -61,6 +61,10 @@ impl Sender {
     /// # Errors
     ///
     /// [`SendError::Timeout`] or [`SendError::Closed`], with the message.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before it completes drops the message, which was not queued.
     pub async fn send_timeout(&self, message: Message, timeout: Duration) -> Result<(), SendError> {
         let message = match self.try_send(message) {
             Err(SendError::Full(message)) => message,
@@ -86,6 +90,10 @@ impl Sender {
     /// # Errors
     ///
     /// As [`send`](Self::send).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`send`](Self::send): dropped before it completes, the message was not queued.
     pub async fn send_text(&self, text: impl Into<String>) -> Result<(), SendError> {
         self.send(Message::text(text.into())).await
     }
@@ -95,6 +103,10 @@ impl Sender {
     /// # Errors
     ///
     /// As [`send`](Self::send).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`send`](Self::send): dropped before it completes, the message was not queued.
     pub async fn send_binary(&self, data: impl Into<Bytes>) -> Result<(), SendError> {
         self.send(Message::Binary(data.into())).await
     }
@@ -104,6 +116,10 @@ impl Sender {
     /// # Errors
     ///
     /// As [`send`](Self::send).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`send`](Self::send): dropped before it completes, the ping was not queued.
     pub async fn ping(&self, payload: impl Into<Bytes>) -> Result<(), SendError> {
         self.send(Message::Ping(payload.into())).await
     }

@@ -85,6 +85,8 @@ pub struct WebSocketClient {
     retry: RetryFactory,
     handshakers: Vec<Arc<dyn Handshaker>>,
     steps: Vec<Step>,
+    classifier: Option<builder::SharedClassifier>,
+    observers: Vec<builder::SharedObserver>,
 }
 
 impl fmt::Debug for WebSocketClient {
@@ -111,6 +113,12 @@ impl WebSocketClient {
         ClientBuilder::new(url.into())
     }
 
+    /// Starts building a client that asks `provider` for the URL on every attempt; see
+    /// [`ClientBuilder::with_url_provider`].
+    pub fn builder_with_url_provider(provider: impl Fn() -> String + Send + Sync + 'static) -> ClientBuilder {
+        ClientBuilder::with_url_provider(provider)
+    }
+
     /// A client for `url` with the defaults.
     pub fn new(url: impl Into<String>) -> Self {
         Self::builder(url).build()
@@ -129,6 +137,16 @@ impl WebSocketClient {
     pub fn subscribe(&self) -> Subscription<Message> {
         Subscription {
             rx: self.shared.messages.subscribe(),
+        }
+    }
+
+    /// A new subscriber to inbound messages, each with the generation of the connection it came on (1 for the
+    /// client's first connection, as in [`Event::Connected`] and [`ClientState::generation`]): where the
+    /// generation changes, messages may have been missed. (A message a connection had received before it was
+    /// replaced can still arrive just after the new connection is up, tagged with the new generation.)
+    pub fn subscribe_with_generation(&self) -> Subscription<(u64, Message)> {
+        Subscription {
+            rx: self.shared.tagged.subscribe(),
         }
     }
 
@@ -152,6 +170,10 @@ impl WebSocketClient {
     /// # Errors
     ///
     /// As [`Sender::send`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Sender::send`]: dropped before it completes, the message was not queued.
     pub async fn send(&self, message: Message) -> Result<(), SendError> {
         self.sender().send(message).await
     }
@@ -170,6 +192,10 @@ impl WebSocketClient {
     /// # Errors
     ///
     /// As [`Sender::send_timeout`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Sender::send`]: dropped before it completes, the message was not queued.
     pub async fn send_timeout(&self, message: Message, timeout: Duration) -> Result<(), SendError> {
         self.sender().send_timeout(message, timeout).await
     }
@@ -179,6 +205,10 @@ impl WebSocketClient {
     /// # Errors
     ///
     /// As [`Sender::send`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Sender::send`]: dropped before it completes, the message was not queued.
     pub async fn send_text(&self, text: impl Into<String>) -> Result<(), SendError> {
         self.sender().send_text(text).await
     }
@@ -188,6 +218,10 @@ impl WebSocketClient {
     /// # Errors
     ///
     /// As [`Sender::send`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Sender::send`]: dropped before it completes, the message was not queued.
     pub async fn send_binary(&self, data: impl Into<async_tungstenite::tungstenite::Bytes>) -> Result<(), SendError> {
         self.sender().send_binary(data).await
     }
@@ -269,7 +303,22 @@ impl WebSocketClient {
             .with_stable_after(config.stable_after)
             .with_close_timeout(config.close_timeout)
             .with_queue_capacity(config.send_capacity)
-            .with_observer(move |event: &Event| shared.on_event(event));
+            .with_observer({
+                let observers = self.observers.clone();
+                move |event: &Event| {
+                    let event = shared.on_event(event);
+                    for observer in &observers {
+                        observer(&event);
+                    }
+                }
+            });
+        let stream = match &self.classifier {
+            Some(classifier) => {
+                let classifier = Arc::clone(classifier);
+                stream.with_classifier(move |failure: &crate::Failure| classifier(failure))
+            }
+            None => stream,
+        };
         // Dropped when the run ends, or with the run's future: either way it keeps what it could not send.
         Driver {
             stream,
@@ -294,6 +343,34 @@ impl WebSocketClient {
     /// only stops waiting for the run to end.
     pub async fn shutdown(&self) {
         self.shutdown_graceful(self.shared.config.close_timeout).await;
+    }
+
+    /// As [`shutdown`](Self::shutdown), with this Close frame: `code` and `reason` (cut to the 123 bytes a
+    /// Close frame has room for). Later shutdowns send the builder's frame again
+    /// ([`ClientBuilder::with_close_frame`]), or a Close without a code.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`shutdown`](Self::shutdown). Once the future is dropped, a close still under way sends the
+    /// builder's frame.
+    pub async fn shutdown_with(&self, code: u16, reason: &str) {
+        /// Puts the previous frame back when the shutdown is over, or its future dropped.
+        struct Restore<'a> {
+            slot: &'a std::sync::Mutex<Option<crate::tungstenite::protocol::CloseFrame>>,
+            previous: Option<crate::tungstenite::protocol::CloseFrame>,
+        }
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                *self.slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = self.previous.take();
+            }
+        }
+        let slot = self.connector.close_frame_slot();
+        let previous = slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .replace(crate::ws::close_frame(code, reason));
+        let _restore = Restore { slot, previous };
+        self.shutdown().await;
     }
 
     /// As [`shutdown`](Self::shutdown), waiting at most `timeout` for the close handshake.

@@ -26,6 +26,8 @@ pub(super) struct Shared {
     pub(super) close_timeout_ms: AtomicU64,
     pub(super) stopped: Notify,
     pub(super) messages: Publisher<Message>,
+    /// The same messages with their connection's generation, for `subscribe_with_generation`.
+    pub(super) tagged: Publisher<(u64, Message)>,
     pub(super) events: Publisher<Event>,
     pub(super) outbox: Arc<Outbox>,
     pub(super) leftover: Mutex<VecDeque<Message>>,
@@ -124,8 +126,9 @@ impl Shared {
         self.leftover.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Records an event in the state and forwards it to event subscribers (never blocking).
-    pub(super) fn on_event(&self, event: &Event) {
+    /// Records an event in the state and forwards it to event subscribers (never blocking); returns it as
+    /// they get it (with the client's generation).
+    pub(super) fn on_event(&self, event: &Event) -> Event {
         // Each run has its own stream, whose generations start at 1: events carry the client's count instead.
         let mut event = event.clone();
         {
@@ -179,7 +182,8 @@ impl Shared {
                 }
             }
         }
-        self.events.publish(event);
+        self.events.publish(event.clone());
+        event
     }
 }
 

@@ -87,6 +87,10 @@ impl<C: fmt::Debug, H> fmt::Debug for Handshake<C, H> {
 }
 
 /// The attempt future of a [`Handshake`] connector: the inner attempt, then the exchange.
+///
+/// # Cancel safety
+///
+/// Dropping it abandons the attempt midway through its handshakes: the connection is dropped with it.
 pub type HandshakeFuture<S, E> = Pin<Box<dyn Future<Output = Result<HandshakeConnection<S>, AttemptError<E>>> + Send>>;
 
 impl<C, H, S, E> Connect for Handshake<C, H>
@@ -151,6 +155,11 @@ impl<S> HandshakeConnection<S> {
     /// The connection.
     pub fn get_ref(&self) -> &S {
         &self.inner
+    }
+
+    /// The connection, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
     }
 }
 

@@ -145,6 +145,11 @@ impl HandshakeIo<'_> {
     /// # Errors
     ///
     /// [`HandshakeError::ConnectionLost`] if the connection fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future may leave the message unsent or half written; a handshake dropped halfway (by its
+    /// timeout) fails the attempt, and the connection is dropped with it.
     pub async fn send(&mut self, message: Message) -> Result<(), HandshakeError> {
         match self.conn.send(message).await {
             Ok(()) => Ok(()),
@@ -157,6 +162,10 @@ impl HandshakeIo<'_> {
     /// # Errors
     ///
     /// [`HandshakeError::ConnectionLost`] if the connection ends or fails, with the server's close code.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a message is taken from the connection only when it is returned.
     pub async fn recv(&mut self) -> Result<Message, HandshakeError> {
         loop {
             match self.conn.next().await {
@@ -174,6 +183,11 @@ impl HandshakeIo<'_> {
     /// # Errors
     ///
     /// What `accept` returns as `Some(Err)`, or [`HandshakeError::ConnectionLost`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the messages it set aside stay set aside (they are delivered after the handshake), and a
+    /// message is taken from the connection only when it is looked at.
     pub async fn recv_until<T>(
         &mut self,
         mut accept: impl FnMut(&Message) -> Option<Result<T, HandshakeError>>,
@@ -197,6 +211,11 @@ impl HandshakeIo<'_> {
     /// # Errors
     ///
     /// The handshake's error, or [`HandshakeError::Timeout`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future abandons the handshake midway: the attempt it belongs to is to be given up (the
+    /// handshake layer does so), since the server's side of the exchange is then unknown.
     pub async fn run(&mut self, handshake: &dyn Handshaker) -> Result<(), HandshakeError> {
         let previous = std::mem::replace(&mut self.step, handshake.name().to_owned());
         let timeout = handshake.timeout();

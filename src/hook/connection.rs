@@ -62,6 +62,11 @@ impl<S, H: Hook<T>, T> HooksConnection<S, H, T> {
         &self.inner
     }
 
+    /// The connection, mutably (what is written to it directly bypasses the hooks).
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
     /// The hook group.
     pub fn hooks(&self) -> &H {
         &self.hooks

@@ -96,6 +96,10 @@ pin_project! {
     /// The attempt future of a [`Hooks`] connector: the inner attempt, then the hooks' start.
     ///
     /// Dropped unfinished (by the connect timeout, say), it tells the hooks [`End::Abandoned`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping it abandons the attempt (the inner attempt is dropped with it) and tells the hooks so.
     pub struct HooksFuture<F, H, T>
     where
         H: Hook<T>,

@@ -247,6 +247,26 @@ where
         self.project().queue.push(item);
     }
 
+    /// The connection that is up (connected, or closing), if one is: to read what it knows after each
+    /// reconnect, as futures-util's and tokio-util's wrappers offer `get_ref` (for a
+    /// [`WsConnection`](crate::WsConnection): its [`protocol`](crate::WsConnection::protocol) and the upgrade's
+    /// [`response`](crate::WsConnection::response)).
+    pub fn get_ref(&self) -> Option<&C::Connection> {
+        match &self.state {
+            State::Connected { conn, .. } | State::Closing { conn, .. } => Some(conn),
+            _ => None,
+        }
+    }
+
+    /// The connection that is up, mutably (to set its Close frame, say). Reading or writing it directly
+    /// bypasses the stream: messages written so are not in the send queue and are not sent again.
+    pub fn get_mut(&mut self) -> Option<&mut C::Connection> {
+        match &mut self.state {
+            State::Connected { conn, .. } | State::Closing { conn, .. } => Some(conn),
+            _ => None,
+        }
+    }
+
     /// The connector.
     pub fn connector(&self) -> &C {
         &self.connector

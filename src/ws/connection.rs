@@ -36,6 +36,9 @@ pub(crate) struct Liveness {
     pub(crate) timer: Arc<dyn Timer>,
     /// How long a Close from the server that arrives right behind a message waits for the application's reply.
     pub(crate) reply_grace: Option<Duration>,
+    /// The Close frame `poll_close` sends, shared with the connector (and the client) that made the
+    /// connection; `None` sends a Close without a code.
+    pub(crate) close_frame: Arc<Mutex<Option<CloseFrame>>>,
 }
 
 impl Default for Liveness {
@@ -44,6 +47,7 @@ impl Default for Liveness {
             heartbeat: Some((DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT)),
             timer: Arc::new(AsyncIoTimer),
             reply_grace: None,
+            close_frame: Arc::default(),
         }
     }
 }
@@ -70,6 +74,12 @@ impl Default for Liveness {
 /// connection is detected within their sum (40 s); set or turn off with
 /// [`WsConnectorBuilder::with_heartbeat`](super::WsConnectorBuilder::with_heartbeat). The timer runs while the
 /// connection is read (as [`ReconnectingStream`](crate::ReconnectingStream) and the client do).
+///
+/// # Cancel safety
+///
+/// Dropping a pending `next()` loses nothing: a message is taken from tungstenite only when it is returned.
+/// A pending `send()` dropped after `start_send` has handed its message over: it is written (or queued in
+/// tungstenite's buffer, flushed by the next write or flush).
 ///
 /// # Messages written after the server's end
 ///
@@ -128,6 +138,9 @@ pub struct WsConnection {
     reply_grace: Option<Duration>,
     /// While a Close that arrived right behind a message waits for the reply.
     grace: Option<Sleep>,
+    /// The Close frame of [`close_with`](Self::close_with), else the connector's.
+    close_frame: Option<CloseFrame>,
+    shared_close_frame: Arc<Mutex<Option<CloseFrame>>>,
 }
 
 impl std::fmt::Debug for WsConnection {
@@ -186,6 +199,8 @@ impl WsConnection {
             timer: liveness.timer,
             reply_grace: liveness.reply_grace,
             grace: None,
+            close_frame: None,
+            shared_close_frame: liveness.close_frame,
         }
     }
 
@@ -206,6 +221,14 @@ impl WsConnection {
     /// it beside the stream; `None` for a connection made by [`from_raw_socket`](Self::from_raw_socket).
     pub fn response(&self) -> Option<&Response> {
         self.response.as_deref()
+    }
+
+    /// Sets the Close frame that closing the connection (`poll_close`, `SinkExt::close`) sends: `code` and
+    /// `reason` (at most 123 bytes: a longer reason is cut on a character boundary). Without it the
+    /// connector's ([`WsConnectorBuilder::with_close_frame`](super::WsConnectorBuilder::with_close_frame)) is
+    /// sent, or a Close without a code.
+    pub fn close_with(&mut self, code: u16, reason: &str) {
+        self.close_frame = Some(close_frame(code, reason));
     }
 
     /// The subprotocol the server selected, if any.
@@ -301,8 +324,8 @@ impl WsConnection {
         // it empty).
         let right_behind = self.buffered && !self.replied;
         self.record_close(frame);
-        if let (true, Some(grace)) = (right_behind, self.reply_grace) {
-            self.grace = self.timer.now().checked_add(grace).map(|at| self.timer.sleep_until(at));
+        if right_behind {
+            self.start_grace();
         }
         self.poll_detour(cx)
     }
@@ -326,10 +349,8 @@ impl WsConnection {
         if let Some(message) = self.ahead.pop_front() {
             return Poll::Ready(Some(Ok(message)));
         }
-        if let Some(error) = self.failed.take() {
-            return Poll::Ready(self.on_end(Some(*error)));
-        }
-        if self.peer_closed {
+        if self.has_ended_ahead() {
+            // The end waits out the reply grace, if one runs, unless the reply has been written.
             if let Some(grace) = self.grace.as_mut() {
                 if !self.wrote_late && grace.as_mut().poll(cx).is_pending() {
                     self.register_reader(cx.waker());
@@ -339,6 +360,9 @@ impl WsConnection {
             }
             self.register_writer(cx.waker());
             let _ = self.write_late();
+            if let Some(error) = self.failed.take() {
+                return Poll::Ready(self.on_end(Some(*error)));
+            }
             let _ = self.ws.flush();
             return Poll::Ready(self.on_end(None));
         }
@@ -360,7 +384,22 @@ impl WsConnection {
                 self.poll_heartbeat(cx)
             }
             tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => Poll::Ready(self.on_end(None)),
+            // A frame that fails the connection, right behind a message not answered yet: as for a Close,
+            // the reply grace lets the answer go out first.
+            error if self.buffered && !self.replied && self.reply_grace.is_some() => {
+                self.failed = Some(Box::new(error));
+                self.detour = true;
+                self.start_grace();
+                self.poll_detour(cx)
+            }
             error => Poll::Ready(self.on_end(Some(error))),
+        }
+    }
+
+    /// Starts the reply grace.
+    fn start_grace(&mut self) {
+        if let Some(grace) = self.reply_grace {
+            self.grace = self.timer.now().checked_add(grace).map(|at| self.timer.sleep_until(at));
         }
     }
 
@@ -562,7 +601,13 @@ impl Sink<Message> for WsConnection {
         let sent = if this.closing {
             this.ws.flush()
         } else {
-            this.ws.close(None)
+            let frame = this.close_frame.take().or_else(|| {
+                this.shared_close_frame
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone()
+            });
+            this.ws.close(frame)
         };
         match pending_on_would_block(sent) {
             Poll::Ready(Ok(()) | Err(tungstenite::Error::ConnectionClosed)) => {}
@@ -582,6 +627,15 @@ impl Sink<Message> for WsConnection {
             }
         }
         Poll::Ready(Ok(()))
+    }
+}
+
+/// A Close frame with `code` and `reason`, the reason cut to the 123 bytes a Close frame has room for.
+pub(crate) fn close_frame(code: u16, reason: &str) -> CloseFrame {
+    let reason = crate::redact::truncate(reason, 123);
+    CloseFrame {
+        code: code.into(),
+        reason: reason.to_owned().into(),
     }
 }
 

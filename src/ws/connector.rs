@@ -11,13 +11,13 @@ use async_tungstenite::tungstenite::client::{ClientRequestBuilder, IntoClientReq
 use async_tungstenite::tungstenite::handshake::client::Request;
 use async_tungstenite::tungstenite::http::header::AUTHORIZATION;
 use async_tungstenite::tungstenite::http::{HeaderMap, HeaderName, HeaderValue, Uri};
-use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use futures_rustls::rustls::pki_types::CertificateDer;
 use futures_rustls::rustls::{ClientConfig, RootCertStore};
 use futures_util::future::{self, Either};
 use tracing::debug;
 
-use super::connection::{Liveness, WsConnection};
+use super::connection::{close_frame, Liveness, WsConnection};
 use super::error::ConnectError;
 use super::ring::{Ring, Source};
 use super::transport::{self, MaybeTlsStream, Target, TcpOptions, Transport};
@@ -353,6 +353,11 @@ impl WsConnector {
         WsConnectorBuilder::new(Source::Provider(Arc::new(provider)))
     }
 
+    /// The Close frame its connections send when closed, shared with them.
+    pub(crate) fn close_frame_slot(&self) -> &Arc<std::sync::Mutex<Option<CloseFrame>>> {
+        &self.settings.liveness.close_frame
+    }
+
     /// The URL the next attempt will use: the current source's (a provider is asked now).
     pub fn next_url(&self) -> String {
         self.ring.current().0
@@ -393,6 +398,10 @@ impl WsConnector {
 }
 
 /// The attempt future of a [`WsConnector`].
+///
+/// # Cancel safety
+///
+/// Dropping it abandons the attempt: what it had opened (TCP, TLS) is closed, nothing is retried by it.
 pub type WsConnectorFuture = Pin<Box<dyn Future<Output = Result<WsConnection, ConnectError>> + Send>>;
 
 impl Connect for WsConnector {
@@ -588,6 +597,20 @@ impl WsConnectorBuilder {
     /// does. Off by default: a `ReconnectingStream` read and written in turn needs none.
     pub fn with_reply_grace(mut self, grace: Duration) -> Self {
         self.connector.settings.liveness.reply_grace = Some(grace);
+        self
+    }
+
+    /// Sets the Close frame each connection sends when it is closed (`code` and `reason`; the reason is cut to
+    /// the 123 bytes a Close frame has room for). Default: a Close without a code.
+    /// [`WsConnection::close_with`] overrides it for one connection.
+    pub fn with_close_frame(self, code: u16, reason: &str) -> Self {
+        *self
+            .connector
+            .settings
+            .liveness
+            .close_frame
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(close_frame(code, reason));
         self
     }
 

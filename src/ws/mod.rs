@@ -26,6 +26,7 @@ mod ring;
 mod transport;
 mod upgrade;
 
+pub(crate) use self::connection::close_frame;
 pub use self::connection::{WsConnection, DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT};
 pub use self::connector::{
     connect, IntoWsRequest, WsConnector, WsConnectorBuilder, WsConnectorFuture, DEFAULT_MAX_RETRY_AFTER,

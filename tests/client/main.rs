@@ -1230,11 +1230,11 @@ fn a_shutdown_while_not_running_does_not_stop_the_next_run() {
 
 // ---- Hardening: the server's end, and the default heartbeat ----------------------------------------------------
 
-/// A server writes "hello" and, in the same segment, a Close 1000. A subscriber that answers gets its answer to
-/// the server on that connection, before the close completes, as over a bare connection. (Before, the driver
-/// had already read the Close, so the answer never went out on it.)
-#[test]
-fn a_reply_to_a_message_right_before_a_close_goes_out_on_that_connection() {
+/// A server writes "hello" and, in the same segment, a Close 1000 (or a frame with a reserved bit set, which
+/// fails the connection). A subscriber that answers gets its answer to the server on that connection, before
+/// the end completes, as over a bare connection. (Before, the driver had already read the end, so the answer
+/// never went out on it.)
+fn reply_goes_out_before_the_end(end: &'static [u8]) {
     let (heard, hearing) = async_channel::unbounded::<(usize, String)>();
     let server = server::serve(move |tcp, index, _| {
         let heard = heard.clone();
@@ -1244,8 +1244,10 @@ fn a_reply_to_a_message_right_before_a_close_goes_out_on_that_connection() {
             };
             if index == 0 {
                 use futures::AsyncWriteExt;
-                // Unmasked "hello", then Close 1000: one write, one segment.
-                if ws.get_mut().write_all(b"\x81\x05hello\x88\x02\x03\xe8").await.is_err() {
+                // Unmasked "hello", then the end: one write, one segment.
+                let mut segment = b"\x81\x05hello".to_vec();
+                segment.extend_from_slice(end);
+                if ws.get_mut().write_all(&segment).await.is_err() {
                     return;
                 }
             }
@@ -1271,6 +1273,16 @@ fn a_reply_to_a_message_right_before_a_close_goes_out_on_that_connection() {
         let (outcome, ()) = future::join(client.run(), test).await;
         outcome.unwrap();
     });
+}
+
+#[test]
+fn a_reply_to_a_message_right_before_a_close_goes_out_on_that_connection() {
+    reply_goes_out_before_the_end(b"\x88\x02\x03\xe8");
+}
+
+#[test]
+fn a_reply_to_a_message_right_before_a_failing_frame_goes_out_on_that_connection() {
+    reply_goes_out_before_the_end(b"\xc1\x03bad");
 }
 
 /// With the defaults, a client whose server goes silent (no frames, no pongs) replaces the connection at
@@ -1331,4 +1343,112 @@ fn a_silent_server_is_caught_by_the_default_heartbeat_within_40s() {
         outcome.unwrap();
     });
     let _ = release.try_send(());
+}
+
+// ---- Parity: what ReconnectingStream and WsConnector offer, the client's builder offers ---------------------
+
+/// Endpoints, an observer and a URL provider; subscribers that read each message's generation.
+#[test]
+fn the_builder_has_endpoints_observers_url_providers_and_generations() {
+    let server = server::echo_server(Some(1));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let client = WebSocketClient::builder(refusing_url())
+        .with_endpoint(server.url())
+        .with_retry(fast_retry())
+        .with_tcp_nodelay(false)
+        .with_tcp_keepalive(Duration::from_secs(30))
+        .with_observer({
+            let seen = Arc::clone(&seen);
+            move |event: &Event| {
+                let name = match event {
+                    Event::ConnectFailed { .. } => "connect failed",
+                    Event::Connected { generation, .. } => {
+                        seen.lock().unwrap().push(format!("connected {generation}"));
+                        return;
+                    }
+                    _ => return,
+                };
+                seen.lock().unwrap().push(name.to_owned());
+            }
+        })
+        .build();
+    let mut tagged = client.subscribe_with_generation();
+    let mut events = client.subscribe_events();
+    support::block_on(async {
+        let test = async {
+            for n in 1..=2_u64 {
+                // The server echoes once per connection, then drops it: each echo comes on a new one (sent
+                // once it is up: what is sent into a dying connection may be lost on the way).
+                wait_for(
+                    &mut events,
+                    "connected",
+                    |e| matches!(e, Event::Connected { generation, .. } if *generation == n),
+                )
+                .await;
+                client.send(Message::text(format!("m{n}"))).await.unwrap();
+                let (generation, message) = prompt("an echo", tagged.recv()).await.unwrap();
+                assert_eq!((generation, message), (n, Message::text(format!("m{n}"))));
+            }
+            client.shutdown().await;
+        };
+        let (outcome, ()) = future::join(client.run(), test).await;
+        outcome.unwrap();
+    });
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.first().map(String::as_str),
+        Some("connect failed"),
+        "the refusing endpoint first: {seen:?}"
+    );
+    assert!(
+        seen.contains(&"connected 1".to_owned()) && seen.contains(&"connected 2".to_owned()),
+        "{seen:?}"
+    );
+
+    let url = server.url();
+    let client = WebSocketClient::builder_with_url_provider(move || url.clone()).build();
+    let mut messages = client.subscribe();
+    support::block_on(async {
+        let test = async {
+            client.send(Message::text("via provider")).await.unwrap();
+            assert_eq!(
+                prompt("echo", messages.recv()).await.unwrap(),
+                Message::text("via provider")
+            );
+            client.shutdown().await;
+        };
+        let (outcome, ()) = future::join(client.run(), test).await;
+        outcome.unwrap();
+    });
+    assert_eq!(client.uri(), "<url provider>");
+}
+
+/// A classifier override and the connect timeout, from the client's builder.
+#[test]
+fn the_builder_has_a_classifier_and_a_connect_timeout() {
+    // Every failure fatal: a refused dial ends the run after one attempt, though the policy would retry.
+    let client = WebSocketClient::builder(refusing_url())
+        .with_retry(fast_retry())
+        .with_classifier(|_: &stream_tungstenite::Failure| stream_tungstenite::Classification::Fatal)
+        .build();
+    let outcome = support::block_on(prompt("run", client.run()));
+    assert!(
+        matches!(&outcome, Err(ClientError::Terminated(error)) if error.is_fatal()),
+        "{outcome:?}"
+    );
+    assert_eq!(client.state().failed_attempts, 1);
+
+    // A server that accepts TCP and never answers the upgrade: the connect timeout ends each attempt.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let client = WebSocketClient::builder(url)
+        .no_retry()
+        .with_connect_timeout(ms(200))
+        .build();
+    let outcome = support::block_on(prompt("run", client.run()));
+    let Err(ClientError::Terminated(error)) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert!(error.to_string().contains("timed out"), "{error}");
+    drop(listener);
 }

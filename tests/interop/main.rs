@@ -1,8 +1,10 @@
 //! Interop with WebSocket servers this project did not write: Python `websockets` and Node `ws`.
 //!
 //! Needs the peers installed by `.ci/install-peers` (a venv with `websockets`, and `ws` under
-//! tests/peers/node_modules). Without them, each test prints what to install and passes as skipped; with
-//! `CI=true` a missing peer fails the run.
+//! tests/peers/node_modules). Without them every test is reported *ignored* (this binary has its own harness,
+//! libtest-mimic, which decides at run time), with a note saying what to install; with `CI=true` a missing
+//! peer fails the run instead. `cargo test --test interop -- --include-ignored` runs them anyway, each peer
+//! that is there.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -16,14 +18,13 @@ use stream_tungstenite::retry::{ExponentialBackoff, Jitter};
 use stream_tungstenite::tungstenite::Message;
 use stream_tungstenite::ws::{ConnectError, WsConnector};
 use stream_tungstenite::{connect, Event, ReconnectingStream};
-use support::peers::{Impl, Peer};
+use support::peers::{installed, Impl, Peer};
 use support::{lockstep, Recorder};
 
 fn peers(args: &[&str]) -> Vec<Peer> {
     Impl::ALL.iter().filter_map(|which| Peer::start(*which, args)).collect()
 }
 
-#[test]
 fn echo() {
     for peer in peers(&["--mode", "echo"]) {
         let url = peer.url();
@@ -49,7 +50,6 @@ fn echo() {
 /// The peer cuts TCP after every 10 messages while the client sends a numbered sequence; every number comes
 /// back. (A number flushed into a socket the peer then cuts can die in the kernel: the client sends it again
 /// when the connection generation changes while it waits, as an application would.)
-#[test]
 fn drop_every_n_loses_nothing_queued() {
     for peer in peers(&["--mode", "drop", "--n", "10"]) {
         let url = peer.url();
@@ -77,7 +77,6 @@ fn drop_every_n_loses_nothing_queued() {
     }
 }
 
-#[test]
 fn upgrade_rejected_with_401_is_not_retried() {
     for peer in peers(&["--mode", "reject", "--status", "401"]) {
         let url = peer.url();
@@ -94,7 +93,6 @@ fn upgrade_rejected_with_401_is_not_retried() {
     }
 }
 
-#[test]
 fn upgrade_rejected_with_503_and_retry_after_waits_at_least_that_long() {
     for peer in peers(&["--mode", "reject", "--status", "503", "--retry-after", "1"]) {
         let url = peer.url();
@@ -144,7 +142,6 @@ fn upgrade_rejected_with_503_and_retry_after_waits_at_least_that_long() {
     }
 }
 
-#[test]
 fn upgrade_rejected_with_500_is_retried_with_backoff() {
     for peer in peers(&["--mode", "reject", "--status", "500"]) {
         let url = peer.url();
@@ -175,7 +172,6 @@ fn upgrade_rejected_with_500_is_retried_with_backoff() {
     }
 }
 
-#[test]
 fn a_server_close_with_1012_reconnects() {
     for peer in peers(&["--mode", "close", "--close-code", "1012", "--n", "1"]) {
         let url = peer.url();
@@ -251,7 +247,6 @@ impl Drop for TempCert {
     }
 }
 
-#[test]
 fn wss_with_a_self_signed_certificate_trusted_through_a_custom_root_and_refused_without() {
     let cert = TempCert::new();
     let [cert_path, key_path] = cert.args();
@@ -277,4 +272,59 @@ fn wss_with_a_self_signed_certificate_trusted_through_a_custom_root_and_refused_
         let cause = error.failure().unwrap().downcast_ref::<ConnectError>().unwrap();
         assert!(cause.is_certificate_error(), "{}: {cause:?}", peer.which());
     }
+}
+
+fn main() {
+    let args = libtest_mimic::Arguments::from_args();
+    let missing: Vec<&str> = (Impl::ALL.iter())
+        .filter(|which| !installed(**which))
+        .map(|which| which.name())
+        .collect();
+    let on_ci = std::env::var("CI").is_ok_and(|ci| ci == "true");
+    // Under CI a missing peer must fail (the tests run, and `Peer::start` panics); elsewhere the skip shows.
+    let ignored = !missing.is_empty() && !on_ci;
+    if ignored {
+        eprintln!(
+            "interop: tests ignored: peers not installed ({}); run .ci/install-peers, then cargo test --test interop",
+            missing.join(", ")
+        );
+    }
+    let tests: [(&str, fn()); 7] = [
+        ("echo", echo as fn()),
+        (
+            "drop_every_n_loses_nothing_queued",
+            drop_every_n_loses_nothing_queued as fn(),
+        ),
+        (
+            "upgrade_rejected_with_401_is_not_retried",
+            upgrade_rejected_with_401_is_not_retried as fn(),
+        ),
+        (
+            "upgrade_rejected_with_503_and_retry_after_waits_at_least_that_long",
+            upgrade_rejected_with_503_and_retry_after_waits_at_least_that_long as fn(),
+        ),
+        (
+            "upgrade_rejected_with_500_is_retried_with_backoff",
+            upgrade_rejected_with_500_is_retried_with_backoff as fn(),
+        ),
+        (
+            "a_server_close_with_1012_reconnects",
+            a_server_close_with_1012_reconnects as fn(),
+        ),
+        (
+            "wss_with_a_self_signed_certificate_trusted_through_a_custom_root_and_refused_without",
+            wss_with_a_self_signed_certificate_trusted_through_a_custom_root_and_refused_without as fn(),
+        ),
+    ];
+    let trials = tests
+        .into_iter()
+        .map(|(name, test)| {
+            libtest_mimic::Trial::test(name, move || {
+                test();
+                Ok(())
+            })
+            .with_ignored_flag(ignored)
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit();
 }

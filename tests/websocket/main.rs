@@ -9,6 +9,7 @@ mod config_errors;
 mod retry_after;
 mod rotation;
 mod server_end;
+mod upgrade;
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
