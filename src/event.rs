@@ -71,6 +71,14 @@ pub enum Event {
         /// Accepted messages not delivered.
         unsent: usize,
     },
+    /// The queue policy dropped queued messages as a connection came up; they are handed back by
+    /// [`take_dropped`](crate::ReconnectingStream::take_dropped) (or the client's).
+    Dropped {
+        /// The connection that came up.
+        generation: u64,
+        /// How many messages were dropped.
+        count: usize,
+    },
 }
 
 /// Receives every [`Event`] of a stream, synchronously, as it happens.

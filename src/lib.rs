@@ -102,7 +102,8 @@ pub use crate::event::{ConnectionState, Event, Observer};
 pub type ConnectionEvent = Event;
 pub use crate::join::{join, Join};
 pub use crate::reconnect::{
-    ReconnectingStream, DEFAULT_CLOSE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_QUEUE_CAPACITY, DEFAULT_STABLE_AFTER,
+    KeepFn, QueuePolicy, ReconnectingStream, Weight, DEFAULT_CLOSE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_QUEUE_CAPACITY, DEFAULT_STABLE_AFTER,
 };
 
 /// The names most programs need: `use stream_tungstenite::prelude::*;`.

@@ -29,6 +29,7 @@ use crate::error::Failure;
 use crate::event::Event;
 use crate::handshake::Handshaker;
 use crate::hook::Hook;
+use crate::reconnect::QueuePolicy;
 use crate::redact::redact_url;
 use crate::retry::{ExponentialBackoff, NoRetry, RetryPolicy};
 use crate::time::{AsyncIoTimer, Timer};
@@ -61,7 +62,14 @@ pub struct ClientBuilder {
     timer: Arc<dyn Timer>,
     classifier: Option<SharedClassifier>,
     observers: Vec<SharedObserver>,
+    policy: SharedPolicy,
+    first: Option<SharedFirst>,
 }
+
+/// The queue policy, shared by the client's runs.
+pub(super) type SharedPolicy = Arc<Mutex<QueuePolicy<Message>>>;
+/// The first messages of each connection, shared by the client's runs.
+pub(super) type SharedFirst = Arc<dyn Fn(u64) -> Vec<Message> + Send + Sync>;
 
 /// A classifier shared by the client's runs.
 pub(super) type SharedClassifier = Arc<dyn Fn(&Failure) -> Classification + Send + Sync>;
@@ -93,7 +101,33 @@ impl ClientBuilder {
             timer: Arc::new(AsyncIoTimer),
             classifier: None,
             observers: Vec::new(),
+            policy: Arc::new(Mutex::new(QueuePolicy::ReplayAll)),
+            first: None,
         }
+    }
+
+    /// Sets what happens to the queued messages when a connection comes up (see
+    /// [`ReconnectingStream::with_queue_policy`](crate::ReconnectingStream::with_queue_policy)); what it drops
+    /// is handed back by [`WebSocketClient::take_dropped`](super::WebSocketClient::take_dropped) and reported
+    /// as [`Event::Dropped`]. Ages count from when a run took the message from the senders' queue (at once,
+    /// unless the run's own queue was full).
+    pub fn with_queue_policy(self, policy: QueuePolicy<Message>) -> Self {
+        *self.policy.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = policy;
+        self
+    }
+
+    /// Sets the messages each new connection sends first, before the queued ones (see
+    /// [`ReconnectingStream::with_first_messages`](crate::ReconnectingStream::with_first_messages)); `first`
+    /// gets the client's generation of the connection.
+    pub fn with_first_messages(mut self, first: impl Fn(u64) -> Vec<Message> + Send + Sync + 'static) -> Self {
+        self.first = Some(Arc::new(first));
+        self
+    }
+
+    /// Bounds the send queues in payload bytes too ([`ClientConfig::send_bytes`]).
+    pub fn with_send_bytes(mut self, max: usize) -> Self {
+        self.config.send_bytes = Some(max);
+        self
     }
 
     /// Starts building a client that asks `provider` for the URL on every attempt (a refreshed signed URL, a
@@ -337,7 +371,7 @@ impl ClientBuilder {
         let messages = Publisher::new(config.subscriber_capacity);
         let tagged = Publisher::new(config.subscriber_capacity);
         let events = Publisher::new(config.event_capacity);
-        let outbox = Arc::new(Outbox::new(config.send_capacity));
+        let outbox = Arc::new(Outbox::new(config.send_capacity, config.send_bytes));
         let close_timeout_ms = u64::try_from(config.close_timeout.as_millis()).unwrap_or(u64::MAX);
         let shared = Arc::new(Shared {
             config,
@@ -352,6 +386,7 @@ impl ClientBuilder {
             events,
             outbox,
             leftover: Mutex::new(Default::default()),
+            dropped: Mutex::new(Vec::new()),
             messages_in: AtomicU64::new(0),
             messages_out: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
@@ -367,6 +402,8 @@ impl ClientBuilder {
             steps: self.steps,
             classifier: self.classifier,
             observers: self.observers,
+            policy: self.policy,
+            first: self.first,
         }
     }
 }

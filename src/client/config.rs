@@ -42,6 +42,9 @@ pub struct ClientConfig {
     /// (see [`WsConnectorBuilder::with_reply_grace`](crate::ws::WsConnectorBuilder::with_reply_grace)).
     /// Default [`DEFAULT_REPLY_GRACE`]; `None` answers at once.
     pub reply_grace: Option<Duration>,
+    /// A bound in payload bytes beside [`send_capacity`](Self::send_capacity), on the senders' queue and on
+    /// each run's send queue: sending waits while it is reached. Default: none.
+    pub send_bytes: Option<usize>,
     /// Per-attempt connect timeout (TCP, TLS, upgrade and handshakes). Default
     /// [`DEFAULT_CONNECT_TIMEOUT`](crate::DEFAULT_CONNECT_TIMEOUT).
     pub connect_timeout: Duration,
@@ -62,6 +65,7 @@ impl Default for ClientConfig {
             receive_timeout: None,
             heartbeat: Some((DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT)),
             reply_grace: Some(DEFAULT_REPLY_GRACE),
+            send_bytes: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             stable_after: DEFAULT_STABLE_AFTER,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
@@ -122,6 +126,12 @@ impl ClientConfig {
     /// Turns the heartbeat off ([`heartbeat`](Self::heartbeat) `None`).
     pub fn without_heartbeat(mut self) -> Self {
         self.heartbeat = None;
+        self
+    }
+
+    /// Sets [`send_bytes`](Self::send_bytes).
+    pub fn with_send_bytes(mut self, max: impl Into<Option<usize>>) -> Self {
+        self.send_bytes = max.into();
         self
     }
 

@@ -78,7 +78,19 @@ where
 {
     /// Keeps what the stream and the driver hold unsent for the next run (or `take_unsent`); written but
     /// unflushed messages count as unsent.
+    /// Moves what the queue policy dropped to the client, for `take_dropped` (they were counted as sent).
+    fn keep_dropped(&mut self) {
+        if self.stream.has_dropped() {
+            let dropped = Pin::new(&mut self.stream).take_dropped();
+            for message in &dropped {
+                self.shared.uncount_out(message);
+            }
+            self.shared.dropped().extend(dropped);
+        }
+    }
+
     fn keep_unsent(&mut self) {
+        self.keep_dropped();
         let mut stream = Pin::new(&mut self.stream);
         stream.as_mut().close_now();
         let unsent = stream.take_unsent();
@@ -181,6 +193,7 @@ where
             }
         }
         self.shared.count_in(self.inbound.len(), bytes);
+        self.keep_dropped();
         if !self.inbound.is_empty() && self.shared.tagged.has_receivers() {
             let generation = self.shared.detail().generation;
             let mut tagged: VecDeque<(u64, Message)> = self

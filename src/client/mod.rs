@@ -65,7 +65,7 @@ use crate::error::BoxError;
 use crate::event::Event;
 use crate::extension::ReceiveTimeout;
 use crate::handshake::{ChainedHandshaker, HandshakeLayer, Handshaker};
-use crate::reconnect::ReconnectingStream;
+use crate::reconnect::{QueuePolicy, ReconnectingStream};
 use crate::redact::redact_url;
 use crate::retry::RetryPolicy;
 use crate::ws::WsConnector;
@@ -87,6 +87,8 @@ pub struct WebSocketClient {
     steps: Vec<Step>,
     classifier: Option<builder::SharedClassifier>,
     observers: Vec<builder::SharedObserver>,
+    policy: builder::SharedPolicy,
+    first: Option<builder::SharedFirst>,
 }
 
 impl fmt::Debug for WebSocketClient {
@@ -236,6 +238,36 @@ impl WebSocketClient {
         self.state().is_connected()
     }
 
+    /// Takes back what the [queue policy](ClientBuilder::with_queue_policy) dropped, oldest first.
+    pub fn take_dropped(&self) -> Vec<Message> {
+        std::mem::take(&mut *self.shared.dropped())
+    }
+
+    /// Empties the senders' queue and hands it back, in order (what a run has taken already goes out, or is
+    /// handed back by [`take_unsent`](Self::take_unsent) when the run ends).
+    pub fn clear(&self) -> Vec<Message> {
+        self.shared.outbox.drain()
+    }
+
+    /// One run's copy of the queue policy (a predicate stays shared).
+    fn run_policy(&self) -> QueuePolicy<Message> {
+        let policy = self.policy.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*policy {
+            QueuePolicy::ReplayAll => QueuePolicy::ReplayAll,
+            QueuePolicy::DropOlderThan(ttl) => QueuePolicy::DropOlderThan(*ttl),
+            QueuePolicy::ClearOnReconnect => QueuePolicy::ClearOnReconnect,
+            QueuePolicy::Keep(_) => {
+                let shared = Arc::clone(&self.policy);
+                QueuePolicy::keep(move |message, age| {
+                    match &mut *shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
+                        QueuePolicy::Keep(keep) => keep(message, age),
+                        _ => true,
+                    }
+                })
+            }
+        }
+    }
+
     /// Takes back every message the client accepted and has not sent, oldest first: what a finished run
     /// could not send, then what still waits in the senders' queue (sent before a run took it, or after one
     /// ended). Left alone, they go out first on the next run.
@@ -312,6 +344,19 @@ impl WebSocketClient {
                     }
                 }
             });
+        let stream = match &self.first {
+            Some(first) => {
+                let first = Arc::clone(first);
+                let shared = Arc::clone(&self.shared);
+                stream.with_first_messages(move |_| first(shared.detail().generation))
+            }
+            None => stream,
+        };
+        let stream = stream.with_queue_policy(self.run_policy());
+        let stream = match config.send_bytes {
+            Some(max) => stream.with_queue_bytes(max),
+            None => stream,
+        };
         let stream = match &self.classifier {
             Some(classifier) => {
                 let classifier = Arc::clone(classifier);

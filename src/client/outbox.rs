@@ -14,6 +14,8 @@ use event_listener::{Event as Notify, EventListener};
 pub(super) struct Outbox {
     queue: Mutex<Queue>,
     capacity: usize,
+    /// At most this many payload bytes (a message larger than that still goes into an empty queue).
+    max_bytes: Option<usize>,
     /// The driver's wake-up: notified when a message is queued, the outbox closes, or (by the client) a
     /// shutdown is asked.
     pub(super) wake: Notify,
@@ -23,6 +25,8 @@ pub(super) struct Outbox {
 
 struct Queue {
     messages: VecDeque<Message>,
+    /// Payload bytes queued (counted only with a byte bound).
+    bytes: usize,
     /// The client is gone: nothing more is accepted.
     closed: bool,
 }
@@ -34,13 +38,15 @@ pub(super) enum Refused {
 }
 
 impl Outbox {
-    pub(super) fn new(capacity: usize) -> Self {
+    pub(super) fn new(capacity: usize, max_bytes: Option<usize>) -> Self {
         Self {
             queue: Mutex::new(Queue {
                 messages: VecDeque::new(),
+                bytes: 0,
                 closed: false,
             }),
             capacity: capacity.max(1),
+            max_bytes,
             wake: Notify::new(),
             room: Notify::new(),
         }
@@ -57,8 +63,14 @@ impl Outbox {
             if queue.closed {
                 return Err(Refused::Closed(message));
             }
-            if queue.messages.len() >= self.capacity {
+            let over_bytes = self
+                .max_bytes
+                .is_some_and(|max| queue.bytes >= max && !queue.messages.is_empty());
+            if queue.messages.len() >= self.capacity || over_bytes {
                 return Err(Refused::Full(message));
+            }
+            if self.max_bytes.is_some() {
+                queue.bytes += message.len();
             }
             queue.messages.push_back(message);
         }
@@ -89,7 +101,14 @@ impl Outbox {
 
     /// The oldest message, if any.
     pub(super) fn pop(&self) -> Option<Message> {
-        let message = self.queue().messages.pop_front();
+        let message = {
+            let mut queue = self.queue();
+            let message = queue.messages.pop_front();
+            if let Some(message) = &message {
+                queue.bytes = queue.bytes.saturating_sub(message.len());
+            }
+            message
+        };
         if message.is_some() {
             self.room.notify(1);
         }
@@ -98,7 +117,11 @@ impl Outbox {
 
     /// Every queued message, oldest first.
     pub(super) fn drain(&self) -> Vec<Message> {
-        let drained: Vec<Message> = self.queue().messages.drain(..).collect();
+        let drained: Vec<Message> = {
+            let mut queue = self.queue();
+            queue.bytes = 0;
+            queue.messages.drain(..).collect()
+        };
         if !drained.is_empty() {
             self.room.notify(usize::MAX);
         }
@@ -128,7 +151,7 @@ mod tests {
 
     #[test]
     fn holds_its_capacity_in_order_hands_back_what_it_refuses_and_drains() {
-        let outbox = Outbox::new(2);
+        let outbox = Outbox::new(2, None);
         assert!(outbox.push(Message::text("a")).is_ok());
         assert!(outbox.push(Message::text("b")).is_ok());
         assert!(matches!(outbox.push(Message::text("c")), Err(Refused::Full(m)) if m == Message::text("c")));
@@ -143,7 +166,7 @@ mod tests {
     fn a_waiting_push_goes_in_once_room_is_made() {
         use std::future::Future;
         use std::task::{Context, Poll};
-        let outbox = Outbox::new(1);
+        let outbox = Outbox::new(1, None);
         assert!(outbox.push(Message::text("a")).is_ok());
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);

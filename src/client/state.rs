@@ -31,6 +31,8 @@ pub(super) struct Shared {
     pub(super) events: Publisher<Event>,
     pub(super) outbox: Arc<Outbox>,
     pub(super) leftover: Mutex<VecDeque<Message>>,
+    /// What the queue policy dropped, for `take_dropped`.
+    pub(super) dropped: Mutex<Vec<Message>>,
     pub(super) messages_in: AtomicU64,
     pub(super) messages_out: AtomicU64,
     pub(super) bytes_in: AtomicU64,
@@ -122,6 +124,10 @@ impl Shared {
         runs.running
     }
 
+    pub(super) fn dropped(&self) -> MutexGuard<'_, Vec<Message>> {
+        self.dropped.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     pub(super) fn leftover(&self) -> MutexGuard<'_, VecDeque<Message>> {
         self.leftover.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -176,6 +182,7 @@ impl Shared {
                     detail.last_error = Some(reason.cause().to_string());
                     detail.status = Some(ConnectionState::Terminated);
                 }
+                Event::Dropped { generation, .. } => *generation = detail.generation,
                 Event::Closed { .. } => {
                     detail.connected_at = None;
                     detail.status = Some(ConnectionState::Closed);

@@ -111,6 +111,15 @@ impl Lifecycle {
         self.settings.timer.now()
     }
 
+    /// The queue policy dropped `count` messages as the current connection came up.
+    pub(crate) fn dropped(&mut self, count: usize) {
+        debug!(generation = self.generation, count, "queue policy dropped messages");
+        self.emit(Event::Dropped {
+            generation: self.generation,
+            count,
+        });
+    }
+
     /// An attempt failed: report it, then decide what comes next.
     pub(crate) fn connect_failed(&mut self, failure: Failure, unsent: usize) -> Next {
         debug!(%failure, "connect attempt failed");

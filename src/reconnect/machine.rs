@@ -10,7 +10,7 @@ use futures_sink::Sink;
 use tracing::{debug, trace};
 
 use super::lifecycle::Lifecycle;
-use super::queue::SendQueue;
+use super::queue::{QueuePolicy, SendQueue};
 pub(crate) use super::state::State;
 use super::waker::Side;
 use super::ReconnectingStream;
@@ -210,6 +210,9 @@ where
                             trace!("connecting -> connected");
                             let since = this.life.connected(attempt);
                             this.queue.carried = false;
+                            if !matches!(this.policy, QueuePolicy::ReplayAll) || this.first.is_some() {
+                                arrive(this.queue, this.policy, this.dropped, this.first, this.life);
+                            }
                             *this.state = State::Connected { conn, since };
                             this.life.wakers.wake(side.other());
                             continue;
@@ -331,6 +334,32 @@ where
     /// The view of the current state.
     pub(crate) fn view(&self) -> ConnectionState {
         self.state.view(self.life.generation)
+    }
+}
+
+/// A connection just came up: the queue policy runs over what is queued (what it drops is kept for
+/// `take_dropped` and reported), then the connection's first messages go to the front.
+#[cold]
+#[inline(never)]
+fn arrive<I>(
+    queue: &mut SendQueue<I>,
+    policy: &mut QueuePolicy<I>,
+    dropped: &mut Vec<I>,
+    first: &mut Option<Box<dyn FnMut(u64) -> Vec<I> + Send>>,
+    life: &mut Lifecycle,
+) {
+    let now = life.settings.timer.now();
+    let generation = life.generation;
+    let gone = queue.apply(policy, now, generation > 1);
+    if !gone.is_empty() {
+        life.dropped(gone.len());
+        dropped.extend(gone);
+    }
+    if let Some(first) = first.as_mut() {
+        let messages = first(generation);
+        if !messages.is_empty() {
+            queue.push_front(messages, now);
+        }
     }
 }
 

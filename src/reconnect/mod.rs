@@ -24,6 +24,7 @@ use pin_project_lite::pin_project;
 use self::lifecycle::{Lifecycle, Settings};
 use self::machine::{drain, lose, met_as_is, read_connected, Intent};
 use self::queue::SendQueue;
+pub use self::queue::{KeepFn, QueuePolicy, Weight};
 use self::state::State;
 use self::waker::Side;
 use crate::classify::{Classify, DefaultClassifier};
@@ -117,6 +118,11 @@ pin_project! {
         life: Lifecycle,
         // A connection whose write failed: read for what it had already received, then dropped.
         draining: Option<C::Connection>,
+        // What happens to the queue when a connection comes up, and what it dropped (not taken back yet).
+        policy: QueuePolicy<I>,
+        dropped: Vec<I>,
+        // The messages each new connection sends first, before the queue.
+        first: Option<Box<dyn FnMut(u64) -> Vec<I> + Send>>,
     }
 }
 
@@ -131,6 +137,9 @@ where
         Self {
             state: State::Idle,
             draining: None,
+            policy: QueuePolicy::ReplayAll,
+            dropped: Vec::new(),
+            first: None,
             connector,
             queue: SendQueue::new(DEFAULT_QUEUE_CAPACITY),
             life: Lifecycle::new(Settings {
@@ -156,6 +165,37 @@ where
     /// It bounds the messages queued plus those written but not yet flushed.
     pub fn with_queue_capacity(mut self, capacity: usize) -> Self {
         self.queue.set_capacity(capacity);
+        self
+    }
+
+    /// Sets what happens to the queued messages when a connection comes up (default
+    /// [`QueuePolicy::ReplayAll`]): drop those older than a TTL, clear on reconnect, or keep what a predicate
+    /// keeps. What it drops is handed back by [`take_dropped`](Self::take_dropped) and reported as
+    /// [`Event::Dropped`](crate::Event::Dropped). Messages written to a connection and awaiting its flush are
+    /// never dropped (they may have been delivered).
+    pub fn with_queue_policy(mut self, policy: QueuePolicy<I>) -> Self {
+        let now = self.life.settings.timer.now();
+        self.queue.stamp_from(now, policy.needs_ages());
+        self.policy = policy;
+        self
+    }
+
+    /// Sets the messages each new connection sends first, before the queued ones (a subscription to renew,
+    /// say): `first` gets the connection's generation. They are part of the queue from then on (sent again
+    /// if the connection fails before they are flushed).
+    pub fn with_first_messages(mut self, first: impl FnMut(u64) -> Vec<I> + Send + 'static) -> Self {
+        self.first = Some(Box::new(first));
+        self
+    }
+
+    /// Bounds the send queue in bytes too (as [`Weight`] counts them): `poll_ready` is `Pending` while at least
+    /// `max` bytes are queued or awaiting a flush (backpressure). A message larger than `max` still goes into
+    /// an empty queue.
+    pub fn with_queue_bytes(mut self, max: usize) -> Self
+    where
+        I: Weight,
+    {
+        self.queue.set_byte_capacity(max, <I as Weight>::weight);
         self
     }
 
@@ -244,7 +284,32 @@ where
     /// Queues `item` whatever the room (for the client's shutdown, which hands the stream what its own
     /// bounded queue still holds, to be flushed before the Close frame or handed back).
     pub(crate) fn push_beyond_capacity(self: Pin<&mut Self>, item: I) {
-        self.project().queue.push(item);
+        let this = self.project();
+        let timer = &this.life.settings.timer;
+        this.queue.push(item, || timer.now());
+    }
+
+    /// Takes back what the [queue policy](Self::with_queue_policy) dropped, oldest first (each drop is also
+    /// an [`Event::Dropped`](crate::Event::Dropped)).
+    pub fn take_dropped(self: Pin<&mut Self>) -> Vec<I> {
+        std::mem::take(self.project().dropped)
+    }
+
+    /// Empties the queue of what is not yet written to a connection and hands it back, in order (what is
+    /// written and awaiting its flush stays: it may yet be delivered). The same as
+    /// [`take_unsent`](Self::take_unsent), while the stream runs.
+    pub fn clear(self: Pin<&mut Self>) -> Vec<I> {
+        self.take_unsent()
+    }
+
+    /// Whether the queue policy dropped messages not taken back yet.
+    pub(crate) fn has_dropped(&self) -> bool {
+        !self.dropped.is_empty()
+    }
+
+    /// Queued bytes, when the queue is bounded in bytes ([`with_queue_bytes`](Self::with_queue_bytes)).
+    pub fn queued_bytes(&self) -> Option<usize> {
+        self.queue.bytes()
     }
 
     /// The connection that is up (connected, or closing), if one is: to read what it knows after each
@@ -365,13 +430,14 @@ where
     /// never exceeds its capacity.
     #[inline]
     fn start_send(self: Pin<&mut Self>, item: I) -> Result<(), Error> {
-        let queue = self.project().queue;
-        if !queue.has_room() {
+        let this = self.project();
+        if !this.queue.has_room() {
             return Err(Error::Full {
-                capacity: queue.capacity(),
+                capacity: this.queue.capacity(),
             });
         }
-        queue.push(item);
+        let timer = &this.life.settings.timer;
+        this.queue.push(item, || timer.now());
         Ok(())
     }
 

@@ -630,6 +630,13 @@ impl Sink<Message> for WsConnection {
     }
 }
 
+/// A message counts for its payload's length, for a send queue bounded in bytes.
+impl crate::Weight for Message {
+    fn weight(&self) -> usize {
+        self.len()
+    }
+}
+
 /// A Close frame with `code` and `reason`, the reason cut to the 123 bytes a Close frame has room for.
 pub(crate) fn close_frame(code: u16, reason: &str) -> CloseFrame {
     let reason = crate::redact::truncate(reason, 123);

@@ -15,7 +15,9 @@ use futures::{Sink, SinkExt, Stream, StreamExt};
 use futures_test::task::{new_count_waker, AwokenCount};
 use stream_tungstenite::retry::{ExponentialBackoff, Jitter, NoRetry};
 use stream_tungstenite::time::ManualClock;
-use stream_tungstenite::{Classification, ConnectTimeout, ConnectionState, Error, Event, Failure, ReconnectingStream};
+use stream_tungstenite::{
+    Classification, ConnectTimeout, ConnectionState, Error, Event, Failure, QueuePolicy, ReconnectingStream,
+};
 use support::{Inbound, Outcome, Plan, Recorder, Script};
 
 type Conn = ReconnectingStream<Script, u32>;
@@ -876,4 +878,125 @@ fn pending_never_wakes_itself() {
     }
     assert_eq!(h.wakes.get(), 1, "an idle connection wakes nobody");
     let _ = h.cx();
+}
+
+// ---- Delivery: queue policies, a byte bound, first messages ---------------------------------------------------
+
+/// Drives the stream until a connection is up (the script's refusals and their backoff included).
+fn connect_through(h: &mut Harness) {
+    for _ in 0..100 {
+        if h.stream.state().is_connected() {
+            return;
+        }
+        let _ = h.flush();
+        if let Some(due) = h.clock.next_deadline() {
+            h.advance(due);
+        }
+    }
+    panic!("never connected: {:?}", h.stream.state());
+}
+
+/// TTL: at the reconnect, what has waited longer than the TTL is handed back and reported; the rest goes out,
+/// in order.
+#[test]
+fn d1_a_ttl_hands_back_what_is_too_old_at_the_reconnect_and_sends_the_rest_in_order() {
+    let script = Script::new([Outcome::Open(Plan::ends_after(vec![])), Outcome::Refuse])
+        .then_always(Outcome::Open(Plan::healthy()));
+    let mut h = Harness::with(script, |s| {
+        s.with_queue_policy(QueuePolicy::DropOlderThan(Duration::from_secs(3)))
+    });
+    assert!(
+        h.next().is_pending(),
+        "the first connection ends, the next attempt is refused: backoff"
+    );
+    h.feed(1);
+    h.advance(Duration::from_secs(2));
+    h.feed(2);
+    h.advance(Duration::from_secs(2));
+    h.feed(3);
+    // Now 1 waited 4 s, 2 waited 2 s, 3 none: the reconnect drops 1.
+    connect_through(&mut h);
+    assert!(matches!(h.flush(), Poll::Ready(Ok(()))));
+    let last = h.script.connections() - 1;
+    assert_eq!(h.script.conn(last).written(), [2, 3]);
+    assert_eq!(Pin::new(&mut h.stream).take_dropped(), [1]);
+    assert!(h
+        .events
+        .events()
+        .iter()
+        .any(|e| matches!(e, Event::Dropped { count: 1, .. })));
+}
+
+/// Clear on reconnect: what was queued while down is handed back; the first connection sends everything.
+#[test]
+fn d2_clear_on_reconnect_hands_back_the_queue_but_not_on_the_first_connection() {
+    let script = Script::new([Outcome::Refuse, Outcome::Open(Plan::ends_after(vec![]))])
+        .then_always(Outcome::Open(Plan::healthy()));
+    let mut h = Harness::with(script, |s| s.with_queue_policy(QueuePolicy::ClearOnReconnect));
+    h.feed(1);
+    connect_through(&mut h);
+    assert!(
+        matches!(h.flush(), Poll::Ready(Ok(()))),
+        "1 goes out on the first connection"
+    );
+    assert_eq!(h.script.conn(0).written(), [1]);
+    assert!(h.next().is_pending(), "the connection ends");
+    h.feed(2);
+    h.feed(3);
+    connect_through(&mut h);
+    assert!(matches!(h.flush(), Poll::Ready(Ok(()))));
+    assert_eq!(h.script.conn(1).written(), Vec::<u32>::new());
+    assert_eq!(Pin::new(&mut h.stream).take_dropped(), [2, 3]);
+}
+
+/// A predicate gets each message and its age.
+#[test]
+fn d3_a_predicate_keeps_what_it_keeps() {
+    let mut h = Harness::with(refused_then_healthy(1), |s| {
+        s.with_queue_policy(QueuePolicy::keep(|n: &u32, _| n % 2 == 0))
+    });
+    for n in 1..=4 {
+        h.feed(n);
+    }
+    connect_through(&mut h);
+    assert!(matches!(h.flush(), Poll::Ready(Ok(()))));
+    assert_eq!(h.script.conn(0).written(), [2, 4]);
+    assert_eq!(Pin::new(&mut h.stream).take_dropped(), [1, 3]);
+}
+
+/// A byte bound beside the count bound: `poll_ready` is pending once it is reached, and a flush makes room.
+#[test]
+fn d4_a_byte_bound_is_backpressure() {
+    // u32 weighs 4 bytes: 12 bytes hold 3 messages.
+    let mut h = Harness::with(refused_then_healthy(1), |s| s.with_queue_bytes(12));
+    h.feed(1);
+    h.feed(2);
+    h.feed(3);
+    assert_eq!(h.stream.queued_bytes(), Some(12));
+    assert!(h.ready().is_pending(), "12 bytes queued: full");
+    connect_through(&mut h);
+    assert!(matches!(h.flush(), Poll::Ready(Ok(()))));
+    assert_eq!(h.stream.queued_bytes(), Some(0));
+    assert!(matches!(h.ready(), Poll::Ready(Ok(()))));
+}
+
+/// Each new connection sends its first messages before the queued ones; `clear` hands the queue back.
+#[test]
+fn d5_first_messages_go_before_the_queue_on_every_connection() {
+    let script = Script::new([Outcome::Open(Plan::ends_after(vec![]))]).then_always(Outcome::Open(Plan::healthy()));
+    let mut h = Harness::with(script, |s| {
+        s.with_first_messages(|generation| vec![100 + generation as u32])
+    });
+    h.feed(1);
+    connect_through(&mut h);
+    assert!(matches!(h.flush(), Poll::Ready(Ok(()))));
+    assert_eq!(h.script.conn(0).written(), [101, 1]);
+    assert!(h.next().is_pending(), "the connection ends");
+    h.feed(2);
+    h.feed(3);
+    assert_eq!(Pin::new(&mut h.stream).clear(), [2, 3], "clear hands the queue back");
+    h.feed(4);
+    connect_through(&mut h);
+    assert!(matches!(h.flush(), Poll::Ready(Ok(()))));
+    assert_eq!(h.script.conn(1).written(), [102, 4]);
 }

@@ -11,6 +11,7 @@ use crate::support::{self, server};
 
 /// Answers the upgrade with a header naming the connection and the subprotocol `v{index}`, greets, and drops
 /// the connection after the first message it reads.
+#[allow(clippy::result_large_err)] // tungstenite's callback type
 fn numbering_server() -> server::Server {
     server::serve(|tcp, index, _| async move {
         let callback =
