@@ -70,6 +70,7 @@
 mod classify;
 pub mod client;
 mod connect;
+pub mod delivery;
 mod diagnose;
 mod error;
 mod event;

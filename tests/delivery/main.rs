@@ -1,0 +1,168 @@
+//! Delivery guarantees beyond "flushed", on a scripted connector and a manual clock (deterministic):
+//! acknowledged sends (outcomes, resends after a reconnect and after an ack timeout, the window, nacks) and
+//! resume positions with gap reports. The proofs against real peers that cut connections are in
+//! tests/delivery/peers.rs.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::{Sink, Stream};
+use futures_test::task::noop_waker;
+use stream_tungstenite::delivery::{Ack, AckLayer, Acks, Outcome};
+use stream_tungstenite::layer::ConnectorBuilder;
+use stream_tungstenite::retry::FixedDelay;
+use stream_tungstenite::time::ManualClock;
+use stream_tungstenite::{Error, ReconnectingStream};
+use support::{Inbound, Outcome as Attempt, Plan, Script};
+
+/// Messages under 1000 are tracked by their number; inbound 1000 + n acks n, 2000 + n nacks it.
+fn ack_layer(clock: &ManualClock) -> (AckLayer<u32, u32>, Acks<u32, u32>) {
+    let (layer, acks) = AckLayer::new(
+        |n: &u32| (*n < 1000).then_some(*n),
+        |n: &u32| match *n {
+            1000..=1999 => Some(Ack::Ack(n - 1000)),
+            2000..=2999 => Some(Ack::Nack(n - 2000)),
+            _ => None,
+        },
+    );
+    (layer.with_timer(clock.clone()), acks)
+}
+
+struct Harness<S> {
+    stream: S,
+    script: Script,
+    clock: ManualClock,
+}
+
+impl<S> Harness<S>
+where
+    S: Stream<Item = Result<u32, Error>> + Sink<u32, Error = Error> + Unpin,
+{
+    fn next(&mut self) -> Poll<Option<Result<u32, Error>>> {
+        let waker = noop_waker();
+        Pin::new(&mut self.stream).poll_next(&mut Context::from_waker(&waker))
+    }
+
+    fn flush(&mut self) -> Poll<Result<(), Error>> {
+        let waker = noop_waker();
+        Pin::new(&mut self.stream).poll_flush(&mut Context::from_waker(&waker))
+    }
+
+    fn feed(&mut self, n: u32) {
+        let waker = noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(matches!(
+            Pin::new(&mut self.stream).poll_ready(&mut cx),
+            Poll::Ready(Ok(()))
+        ));
+        Pin::new(&mut self.stream).start_send(n).unwrap();
+    }
+
+    fn written(&self, conn: usize) -> Vec<u32> {
+        self.script.conn(conn).written()
+    }
+}
+
+#[allow(clippy::type_complexity)] // an opaque stream and its handle
+fn harness(
+    script: Script,
+    configure: impl FnOnce(AckLayer<u32, u32>) -> AckLayer<u32, u32>,
+) -> (
+    Harness<impl Stream<Item = Result<u32, Error>> + Sink<u32, Error = Error> + Unpin>,
+    Acks<u32, u32>,
+) {
+    let clock = ManualClock::new();
+    let (layer, acks) = ack_layer(&clock);
+    let connector = ConnectorBuilder::new(script.clone()).layer(configure(layer)).build();
+    let stream = ReconnectingStream::new(connector)
+        .with_timer(clock.clone())
+        .with_retry(FixedDelay::new(Duration::ZERO));
+    (Harness { stream, script, clock }, acks)
+}
+
+/// Acked sends resolve; on a reconnect the unacked ones go out again first, in order, then what follows.
+#[test]
+fn unacked_messages_are_sent_again_first_on_the_next_connection() {
+    let script = Script::new([Attempt::Open(Plan::healthy())]).then_always(Attempt::Open(Plan::healthy()));
+    let (mut h, acks) = harness(script, |layer| layer);
+    for n in 1..=3 {
+        h.feed(n);
+    }
+    assert!(matches!(h.flush(), Poll::Ready(Ok(()))));
+    assert_eq!(h.written(0), [1, 2, 3]);
+    assert_eq!(acks.unacked(), 3);
+    h.script.conn(0).push(Inbound::Item(1001));
+    assert!(h.next().is_pending(), "the ack is not delivered to the reader");
+    assert_eq!(acks.try_outcome(&1), Some(Outcome::Acked));
+    assert_eq!(acks.unacked(), 2);
+    // The connection ends: 2 and 3 go out again first on the next one, then 4.
+    h.script.conn(0).push(Inbound::End);
+    assert!(h.next().is_pending());
+    h.feed(4);
+    assert!(matches!(h.flush(), Poll::Ready(Ok(()))));
+    assert_eq!(h.written(1), [2, 3, 4]);
+    for n in [2, 3, 4] {
+        h.script.conn(1).push(Inbound::Item(1000 + n));
+    }
+    h.script.conn(1).push(Inbound::Item(7));
+    assert!(
+        matches!(h.next(), Poll::Ready(Some(Ok(7)))),
+        "other messages reach the reader"
+    );
+    for n in [2, 3, 4] {
+        assert_eq!(acks.try_outcome(&n), Some(Outcome::Acked), "{n}");
+    }
+    assert_eq!(acks.unacked(), 0);
+}
+
+/// A message with no ack in time goes out again on the same connection; once out of attempts its outcome
+/// is `Failed` with the message handed back. A nack ends it at once, `Nacked`, without a resend.
+#[test]
+fn timeouts_resend_until_the_attempts_are_spent_and_nacks_end_at_once() {
+    let script = Script::new([]).then_always(Attempt::Open(Plan::healthy()));
+    let (mut h, acks) = harness(script, |layer| {
+        layer.with_timeout(Duration::from_secs(1)).with_attempts(2)
+    });
+    h.feed(1);
+    h.feed(2);
+    assert!(matches!(h.flush(), Poll::Ready(Ok(()))));
+    h.script.conn(0).push(Inbound::Item(2002));
+    assert!(h.next().is_pending());
+    assert_eq!(acks.try_outcome(&2), Some(Outcome::Nacked(2)));
+    h.clock.advance(Duration::from_secs(1));
+    assert!(h.next().is_pending());
+    assert_eq!(
+        h.written(0),
+        [1, 2, 1],
+        "1 sent again after its timeout; 2 not (nacked)"
+    );
+    assert_eq!(acks.try_outcome(&1), None, "one attempt left");
+    h.clock.advance(Duration::from_secs(1));
+    assert!(h.next().is_pending());
+    assert_eq!(acks.try_outcome(&1), Some(Outcome::Failed(1)));
+    assert_eq!(h.written(0), [1, 2, 1], "no third attempt");
+}
+
+/// At most `window` unacked: the next flush waits until an ack makes room.
+#[test]
+fn the_window_bounds_what_is_unacked() {
+    let script = Script::new([]).then_always(Attempt::Open(Plan::healthy()));
+    let (mut h, acks) = harness(script, |layer| layer.with_window(2));
+    h.feed(1);
+    h.feed(2);
+    assert!(matches!(h.flush(), Poll::Ready(Ok(()))));
+    h.feed(3);
+    assert!(h.flush().is_pending(), "two unacked: the window is full");
+    assert_eq!(h.written(0), [1, 2]);
+    h.script.conn(0).push(Inbound::Item(1001));
+    assert!(h.next().is_pending());
+    assert!(matches!(h.flush(), Poll::Ready(Ok(()))));
+    assert_eq!(h.written(0), [1, 2, 3]);
+    assert_eq!(acks.unacked(), 2);
+    let futures_outcome = futures::executor::block_on(acks.outcome(&1));
+    assert_eq!(futures_outcome, Outcome::Acked);
+}
