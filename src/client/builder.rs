@@ -22,6 +22,7 @@ use super::outbox::Outbox;
 use super::state::{Detail, Runs, Shared};
 use super::{RetryFactory, WebSocketClient};
 use crate::connect::Connect;
+use crate::delivery::ResumeLayer;
 use crate::diagnose::Classification;
 use crate::diagnose::Diagnose;
 use crate::error::BoxError;
@@ -64,6 +65,7 @@ pub struct ClientBuilder {
     observers: Vec<SharedObserver>,
     policy: SharedPolicy,
     first: Option<SharedFirst>,
+    resume: Option<ResumeLayer<Message>>,
 }
 
 /// The queue policy, shared by the client's runs.
@@ -103,7 +105,17 @@ impl ClientBuilder {
             observers: Vec::new(),
             policy: Arc::new(Mutex::new(QueuePolicy::ReplayAll)),
             first: None,
+            resume: None,
         }
+    }
+
+    /// Resume positions with gap reports (see [`ResumeLayer`]): it runs outermost, after the handshakes, so
+    /// the resume request goes out once they are done; its reports are in band in
+    /// [`WebSocketClient::subscribe_resumed`](super::WebSocketClient::subscribe_resumed), and go to the
+    /// layer's observer.
+    pub fn with_resume(mut self, layer: ResumeLayer<Message>) -> Self {
+        self.resume = Some(layer);
+        self
     }
 
     /// Sets what happens to the queued messages when a connection comes up (see
@@ -370,6 +382,7 @@ impl ClientBuilder {
         }
         let messages = Publisher::new(config.subscriber_capacity);
         let tagged = Publisher::new(config.subscriber_capacity);
+        let resumed = Publisher::new(config.subscriber_capacity);
         let events = Publisher::new(config.event_capacity);
         let outbox = Arc::new(Outbox::new(config.send_capacity, config.send_bytes));
         let close_timeout_ms = u64::try_from(config.close_timeout.as_millis()).unwrap_or(u64::MAX);
@@ -383,6 +396,8 @@ impl ClientBuilder {
             stopped: Notify::new(),
             messages,
             tagged,
+            resumed,
+            continuity: Arc::default(),
             events,
             outbox,
             leftover: Mutex::new(Default::default()),
@@ -404,6 +419,7 @@ impl ClientBuilder {
             observers: self.observers,
             policy: self.policy,
             first: self.first,
+            resume: self.resume,
         }
     }
 }

@@ -13,6 +13,7 @@ use futures_sink::Sink;
 use tower_layer::Layer;
 
 use crate::connect::Connect;
+use crate::delivery::{Continuity, Resumed};
 use crate::diagnose::Diagnose;
 use crate::error::{BoxError, DiagnosedError};
 use crate::hook::{End, Hook, HooksLayer, Tick, Verdict};
@@ -228,6 +229,100 @@ impl Hook<Message> for HookList {
             }
         }
         Poll::Pending
+    }
+}
+
+/// The continuity reports of a client's [`ResumeLayer`], taken out of the items and kept for the driver,
+/// which puts each in front of the message read after it.
+pub(super) type ContinuitySlot = Arc<std::sync::Mutex<std::collections::VecDeque<Continuity>>>;
+
+/// A connector whose connections yield [`Resumed`] items, as one that yields messages: reports go to the slot.
+pub(super) struct Tap<C> {
+    pub(super) inner: C,
+    pub(super) slot: ContinuitySlot,
+}
+
+impl<C> Connect for Tap<C>
+where
+    C: Connect,
+    C::Future: Unpin,
+{
+    type Connection = Tapped<C::Connection>;
+    type Error = C::Error;
+    type Future = TapFuture<C::Future>;
+
+    fn connect(&mut self) -> Self::Future {
+        TapFuture {
+            inner: self.inner.connect(),
+            slot: Arc::clone(&self.slot),
+        }
+    }
+}
+
+/// The attempt future of a [`Tap`].
+pub(super) struct TapFuture<F> {
+    inner: F,
+    slot: ContinuitySlot,
+}
+
+impl<F: Future<Output = Result<S, E>> + Unpin, S, E> Future for TapFuture<F> {
+    type Output = Result<Tapped<S>, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let conn = std::task::ready!(Pin::new(&mut self.inner).poll(cx))?;
+        Poll::Ready(Ok(Tapped {
+            inner: conn,
+            slot: Arc::clone(&self.slot),
+        }))
+    }
+}
+
+/// A connection of a [`Tap`].
+pub(super) struct Tapped<S> {
+    inner: S,
+    slot: ContinuitySlot,
+}
+
+impl<S, E> Stream for Tapped<S>
+where
+    S: Stream<Item = Result<Resumed<Message>, E>> + Unpin,
+{
+    type Item = Result<Message, E>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            match std::task::ready!(Pin::new(&mut self.inner).poll_next(cx)) {
+                Some(Ok(Resumed::Message(message))) => return Poll::Ready(Some(Ok(message))),
+                Some(Ok(Resumed::Continuity(report))) => {
+                    self.slot
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push_back(report);
+                }
+                Some(Err(error)) => return Poll::Ready(Some(Err(error))),
+                None => return Poll::Ready(None),
+            }
+        }
+    }
+}
+
+impl<S: Sink<Message> + Unpin> Sink<Message> for Tapped<S> {
+    type Error = S::Error;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        Pin::new(&mut self.inner).poll_ready(cx)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), S::Error> {
+        Pin::new(&mut self.inner).start_send(item)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        Pin::new(&mut self.inner).poll_close(cx)
     }
 }
 

@@ -172,9 +172,16 @@ where
         // poll read), so subscribers pay one lock per batch, not per message.
         let mut outcome = None;
         let mut bytes = 0;
+        // For `subscribe_resumed`: each report of the resume layer in front of the message read after it.
+        let mut resumed = self.shared.resumed.has_receivers().then(VecDeque::new);
         while self.inbound.len() < BUDGET {
             match Pin::new(&mut self.stream).poll_next(cx) {
                 Poll::Ready(Some(Ok(message))) => {
+                    if let Some(resumed) = resumed.as_mut() {
+                        let reports = self.shared.continuity().drain(..).collect::<Vec<_>>();
+                        resumed.extend(reports.into_iter().map(crate::delivery::Resumed::Continuity));
+                        resumed.push_back(crate::delivery::Resumed::Message(message.clone()));
+                    }
                     bytes += message.len() as u64;
                     self.inbound.push_back(message);
                 }
@@ -194,6 +201,12 @@ where
         }
         self.shared.count_in(self.inbound.len(), bytes);
         self.keep_dropped();
+        if let Some(mut resumed) = resumed {
+            self.shared.resumed.publish_all(&mut resumed);
+        } else if !self.inbound.is_empty() {
+            // Nobody reads the reports: they are not kept.
+            self.shared.continuity().clear();
+        }
         if !self.inbound.is_empty() && self.shared.tagged.has_receivers() {
             let generation = self.shared.detail().generation;
             let mut tagged: VecDeque<(u64, Message)> = self

@@ -89,6 +89,7 @@ pub struct WebSocketClient {
     observers: Vec<builder::SharedObserver>,
     policy: builder::SharedPolicy,
     first: Option<builder::SharedFirst>,
+    resume: Option<crate::delivery::ResumeLayer<Message>>,
 }
 
 impl fmt::Debug for WebSocketClient {
@@ -149,6 +150,17 @@ impl WebSocketClient {
     pub fn subscribe_with_generation(&self) -> Subscription<(u64, Message)> {
         Subscription {
             rx: self.shared.tagged.subscribe(),
+        }
+    }
+
+    /// A new subscriber to inbound messages and, in band, what the client's
+    /// [`ResumeLayer`](crate::delivery::ResumeLayer) learns about continuity
+    /// ([`ClientBuilder::with_resume`]): [`Recovered`](crate::delivery::Continuity::Recovered) or
+    /// [`Gap`](crate::delivery::Continuity::Gap) right before the message that showed it. Without a resume
+    /// layer it yields the messages alone.
+    pub fn subscribe_resumed(&self) -> Subscription<crate::delivery::Resumed<Message>> {
+        Subscription {
+            rx: self.shared.resumed.subscribe(),
         }
     }
 
@@ -452,7 +464,7 @@ impl WebSocketClient {
                 .0
                 .push(Box::new(ReceiveTimeout::new(window).with_timer(Arc::clone(timer))));
         }
-        if self.handshakers.is_empty() && self.steps.is_empty() && innermost.0.is_empty() {
+        if self.handshakers.is_empty() && self.steps.is_empty() && innermost.0.is_empty() && self.resume.is_none() {
             return ClientConnector::Direct(self.connector.clone());
         }
         let mut transport = BoxConnector::new(self.connector.clone());
@@ -464,6 +476,14 @@ impl WebSocketClient {
                     .layer(transport),
             );
         }
-        ClientConnector::Stacked(connector::stack(transport, &self.steps, innermost))
+        let stacked = connector::stack(transport, &self.steps, innermost);
+        match &self.resume {
+            // Outermost: the resume request goes out after the handshakes, and reports reach the driver.
+            Some(resume) => ClientConnector::Stacked(BoxConnector::new(connector::Tap {
+                inner: resume.layer(stacked),
+                slot: Arc::clone(&self.shared.continuity),
+            })),
+            None => ClientConnector::Stacked(stacked),
+        }
     }
 }

@@ -28,6 +28,10 @@ pub(super) struct Shared {
     pub(super) messages: Publisher<Message>,
     /// The same messages with their connection's generation, for `subscribe_with_generation`.
     pub(super) tagged: Publisher<(u64, Message)>,
+    /// The same messages with continuity reports in front, for `subscribe_resumed`.
+    pub(super) resumed: Publisher<crate::delivery::Resumed<Message>>,
+    /// Reports of the resume layer not yet put in front of their message.
+    pub(super) continuity: super::connector::ContinuitySlot,
     pub(super) events: Publisher<Event>,
     pub(super) outbox: Arc<Outbox>,
     pub(super) leftover: Mutex<VecDeque<Message>>,
@@ -122,6 +126,10 @@ impl Shared {
             self.shutdown_for.store(runs.current, Ordering::SeqCst);
         }
         runs.running
+    }
+
+    pub(super) fn continuity(&self) -> MutexGuard<'_, VecDeque<crate::delivery::Continuity>> {
+        self.continuity.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(super) fn dropped(&self) -> MutexGuard<'_, Vec<Message>> {

@@ -4,8 +4,10 @@
 //! are the stream's own ([`QueuePolicy`](crate::QueuePolicy)).
 
 mod ack;
+mod resume;
 
 pub use self::ack::{
     Ack, AckConnection, AckConnector, AckFuture, AckLayer, Acks, Outcome, DEFAULT_ACK_ATTEMPTS, DEFAULT_ACK_TIMEOUT,
     DEFAULT_ACK_WINDOW,
 };
+pub use self::resume::{Continuity, Position, ResumeConnection, ResumeConnector, ResumeFuture, ResumeLayer, Resumed};

@@ -1452,3 +1452,66 @@ fn the_builder_has_a_classifier_and_a_connect_timeout() {
     assert!(error.to_string().contains("timed out"), "{error}");
     drop(listener);
 }
+
+/// The client with a resume layer: the resume request goes out first on the new connection, and
+/// `subscribe_resumed` has `Recovered` in band, in front of the first message after the reconnect.
+#[test]
+fn the_client_resumes_and_reports_continuity_in_band() {
+    use stream_tungstenite::delivery::{Continuity, Position, ResumeLayer, Resumed};
+    let server = server::serve(|tcp, index, log| async move {
+        let Ok(mut ws) = async_tungstenite::accept_async(tcp).await else {
+            return;
+        };
+        let numbers: Vec<u64> = if index == 0 {
+            vec![1, 2, 3]
+        } else {
+            // The resume request comes first.
+            let Some(Ok(request)) = ws.next().await else { return };
+            log.lock().unwrap().push(request.to_text().unwrap_or("?").to_owned());
+            vec![4, 5]
+        };
+        for n in numbers {
+            let _ = ws.send(Message::text(format!("seq {n}"))).await;
+        }
+        if index == 0 {
+            return; // dropped: the client reconnects
+        }
+        while let Some(Ok(_)) = ws.next().await {}
+    });
+    let position = |message: &Message| {
+        let seq = message.to_text().ok()?.strip_prefix("seq ")?.parse().ok()?;
+        Some(Position::new(seq))
+    };
+    let resume = ResumeLayer::new(position, |last: Position| {
+        vec![Message::text(format!("resume from {}", last.seq + 1))]
+    });
+    let client = WebSocketClient::builder(server.url())
+        .with_retry(fast_retry())
+        .with_resume(resume)
+        .build();
+    let mut resumed = client.subscribe_resumed();
+    support::block_on(async {
+        let test = async {
+            let mut items = Vec::new();
+            while items.len() < 6 {
+                items.push(prompt("an item", resumed.recv()).await.unwrap());
+            }
+            let message = |n: u64| Resumed::Message(Message::text(format!("seq {n}")));
+            assert_eq!(
+                items,
+                [
+                    message(1),
+                    message(2),
+                    message(3),
+                    Resumed::Continuity(Continuity::Recovered { last: Position::new(3) }),
+                    message(4),
+                    message(5),
+                ]
+            );
+            client.shutdown().await;
+        };
+        let (outcome, ()) = future::join(client.run(), test).await;
+        outcome.unwrap();
+    });
+    assert_eq!(server.log(), ["resume from 4"]);
+}

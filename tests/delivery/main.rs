@@ -166,3 +166,67 @@ fn the_window_bounds_what_is_unacked() {
     let futures_outcome = futures::executor::block_on(acks.outcome(&1));
     assert_eq!(futures_outcome, Outcome::Acked);
 }
+
+/// Resume: each new connection first sends the resume request for the last position; the reader gets
+/// `Recovered` when the stream goes on where it stopped, `Gap` with the exact positions when it does not, in
+/// band, right before the message that showed it; a replayed position already delivered is not delivered
+/// again.
+#[test]
+fn resume_requests_recoveries_and_gaps_in_band() {
+    use stream_tungstenite::delivery::{Continuity, Position, ResumeLayer, Resumed};
+    let script = Script::new([
+        Attempt::Open(Plan::ends_after(vec![1, 2, 3])),
+        Attempt::Open(Plan::ends_after(vec![3, 4, 5])),
+        Attempt::Open(Plan::healthy()),
+    ]);
+    let reports = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let layer = ResumeLayer::new(
+        |n: &u32| (*n < 1000).then(|| Position::new(u64::from(*n))),
+        |last: Position| vec![5000 + u32::try_from(last.seq).unwrap()],
+    )
+    .with_observer({
+        let reports = std::sync::Arc::clone(&reports);
+        move |report: &Continuity| reports.lock().unwrap().push(*report)
+    });
+    let connector = ConnectorBuilder::new(script.clone()).layer(layer).build();
+    let mut stream = ReconnectingStream::<_, u32>::new(connector)
+        .with_retry(FixedDelay::new(Duration::ZERO))
+        .with_timer(ManualClock::new());
+    let waker = noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    let mut items = Vec::new();
+    while items.len() < 8 {
+        match Pin::new(&mut stream).poll_next(&mut cx) {
+            Poll::Ready(Some(Ok(item))) => items.push(item),
+            Poll::Pending if script.connections() == 3 && items.len() == 6 => {
+                script.conn(2).push(Inbound::Item(9));
+            }
+            other => panic!("unexpected {other:?} after {items:?}"),
+        }
+    }
+    let recovered = Continuity::Recovered { last: Position::new(3) };
+    let gap = Continuity::Gap {
+        expected: Position::new(6),
+        got: Position::new(9),
+    };
+    assert_eq!(
+        items,
+        [
+            Resumed::Message(1),
+            Resumed::Message(2),
+            Resumed::Message(3),
+            Resumed::Continuity(recovered),
+            Resumed::Message(4),
+            Resumed::Message(5),
+            Resumed::Continuity(gap),
+            Resumed::Message(9),
+        ]
+    );
+    assert_eq!(
+        *reports.lock().unwrap(),
+        [recovered, gap],
+        "reported to the observer too"
+    );
+    assert_eq!(script.conn(1).written(), [5003], "the resume request, first");
+    assert_eq!(script.conn(2).written(), [5005]);
+}
