@@ -70,6 +70,7 @@
 mod classify;
 pub mod client;
 mod connect;
+pub mod connectivity;
 pub mod delivery;
 mod diagnose;
 mod error;
