@@ -299,8 +299,10 @@ type HeaderProvider = Arc<dyn Fn() -> HeaderMap + Send + Sync>;
 /// failed, and after a connection that was dropped before it was up for
 /// [`stable_after`](WsConnectorBuilder::with_stable_after) (a host that accepts the upgrade and then drops
 /// the connection is left like one that refuses it). It moves on only from the source the attempt or
-/// connection was made with, so two failures from one source move it once. The ring is shared by the
-/// connector's clones.
+/// connection was made with, so two failures from one source move it once. A source that fails twice in a
+/// row (attempts or early drops) is then passed over for a while (1 s, doubling with each further failure, at
+/// most 60 s), unless every source is; a stable connection clears its record. The ring is shared by the
+/// connector's clones, and [`set_endpoints`](Self::set_endpoints) replaces it at run time.
 ///
 /// # Errors
 ///
@@ -356,6 +358,26 @@ impl WsConnector {
     /// The Close frame its connections send when closed, shared with them.
     pub(crate) fn close_frame_slot(&self) -> &Arc<std::sync::Mutex<Option<CloseFrame>>> {
         &self.settings.liveness.close_frame
+    }
+
+    /// Replaces the endpoints with `urls`, in order (from the next attempt on; a connection that is up stays
+    /// up): the URL changes at run time. Every clone of the connector sees it, the one a
+    /// [`ReconnectingStream`](crate::ReconnectingStream) owns too (`stream.connector().set_endpoints(..)`). An
+    /// empty list leaves the endpoints as they are.
+    pub fn set_endpoints<I, U>(&self, urls: I)
+    where
+        I: IntoIterator<Item = U>,
+        U: Into<String>,
+    {
+        let sources: Vec<Source> = urls.into_iter().map(|url| Source::Fixed(url.into())).collect();
+        if !sources.is_empty() {
+            self.ring.set(sources);
+        }
+    }
+
+    /// Replaces the endpoints with `url` alone; see [`set_endpoints`](Self::set_endpoints).
+    pub fn set_url(&self, url: impl Into<String>) {
+        self.set_endpoints([url.into()]);
     }
 
     /// The URL the next attempt will use: the current source's (a provider is asked now).

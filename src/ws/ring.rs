@@ -8,7 +8,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use tracing::debug;
@@ -27,10 +27,33 @@ pub(super) enum Source {
     Provider(UrlProvider),
 }
 
+/// Consecutive failures after which a source is skipped for a while.
+const SKIP_AFTER: u32 = 2;
+/// The first skip; each further failure doubles it, up to [`MAX_SKIP`].
+const FIRST_SKIP: Duration = Duration::from_secs(1);
+/// The longest a failing source is skipped.
+const MAX_SKIP: Duration = Duration::from_secs(60);
+
+/// A source's recent record.
+#[derive(Debug, Clone, Copy, Default)]
+struct Health {
+    /// Consecutive failed attempts (or early drops).
+    failures: u32,
+    /// Not tried before this, unless every source is skipped.
+    skip_until: Option<Instant>,
+}
+
+/// The sources, their health and the position, shared by every clone of the connector (so that
+/// [`set`](Self::set) takes effect on the stream's own clone).
+struct Inner {
+    sources: Vec<Source>,
+    health: Vec<Health>,
+}
+
 /// The sources in order, and the position shared by every clone of the connector.
 #[derive(Clone)]
 pub(super) struct Ring {
-    sources: Vec<Source>,
+    inner: Arc<Mutex<Inner>>,
     /// How often the ring has moved on; the current source is this modulo the number of sources.
     position: Arc<AtomicUsize>,
 }
@@ -39,27 +62,70 @@ impl Ring {
     /// A ring of one source.
     pub(super) fn new(source: Source) -> Self {
         Self {
-            sources: vec![source],
+            inner: Arc::new(Mutex::new(Inner {
+                sources: vec![source],
+                health: vec![Health::default()],
+            })),
             position: Arc::new(AtomicUsize::new(0)),
         }
     }
 
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Appends a source, tried after those before it.
     pub(super) fn push(&mut self, source: Source) {
-        self.sources.push(source);
+        let mut inner = self.inner();
+        inner.sources.push(source);
+        inner.health.push(Health::default());
+    }
+
+    /// Replaces every source (from the next attempt on), starting again at the first.
+    pub(super) fn set(&self, sources: Vec<Source>) {
+        let mut inner = self.inner();
+        inner.health = vec![Health::default(); sources.len()];
+        inner.sources = sources;
+        self.position.store(0, Ordering::Release);
     }
 
     /// The URL of the current source (a provider is asked now), with the claim of an attempt on it: `None`
-    /// when the ring has a single source, which there is nothing to move on from.
+    /// when the ring has a single source, which there is nothing to move on from. A source that keeps
+    /// failing is passed over while it is skipped, unless every source is.
     pub(super) fn current(&self) -> (String, Option<Turn>) {
-        let position = self.position.load(Ordering::Acquire);
-        let url = match self.sources.get(position % self.sources.len().max(1)) {
-            Some(Source::Fixed(url)) => url.clone(),
+        let inner = self.inner();
+        let count = inner.sources.len().max(1);
+        let mut position = self.position.load(Ordering::Acquire);
+        let now = Instant::now();
+        let skipped = |at: usize| {
+            inner
+                .health
+                .get(at % count)
+                .and_then(|health| health.skip_until)
+                .is_some_and(|until| until > now)
+        };
+        if skipped(position) {
+            if let Some(ahead) = (1..count).find(|ahead| !skipped(position.wrapping_add(*ahead))) {
+                let next = position.wrapping_add(ahead);
+                if self
+                    .position
+                    .compare_exchange(position, next, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    debug!(position = next, "endpoint ring passes over skipped sources");
+                    position = next;
+                }
+            }
+        }
+        let source = inner.sources.get(position % count).cloned();
+        drop(inner);
+        let url = match source {
+            Some(Source::Fixed(url)) => url,
             Some(Source::Provider(provider)) => provider(),
             None => String::new(),
         };
-        let turn = (self.sources.len() > 1).then(|| Turn {
-            position: Arc::clone(&self.position),
+        let turn = (count > 1).then(|| Turn {
+            ring: self.clone(),
             at: position,
         });
         (url, turn)
@@ -70,7 +136,7 @@ impl fmt::Debug for Ring {
     /// URLs may carry credentials in their query or user info: those are hidden.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list()
-            .entries(self.sources.iter().map(|source| match source {
+            .entries(self.inner().sources.iter().map(|source| match source {
                 Source::Fixed(url) => redact_url(url),
                 Source::Provider(_) => "<provider>".to_owned(),
             }))
@@ -79,22 +145,50 @@ impl fmt::Debug for Ring {
 }
 
 /// An attempt's claim on the ring position it was made at.
-#[derive(Debug)]
 pub(super) struct Turn {
-    position: Arc<AtomicUsize>,
+    ring: Ring,
     at: usize,
 }
 
+impl fmt::Debug for Turn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Turn").field("at", &self.at).finish()
+    }
+}
+
 impl Turn {
-    /// Moves the ring on to the next source, if it is still where this attempt found it.
+    /// The attempt failed (or its connection dropped early): the source's record counts it (after
+    /// [`SKIP_AFTER`] in a row it is skipped for a while, longer each time), and the ring moves on to the next
+    /// source, if it is still where this attempt found it.
     pub(super) fn advance(&self) {
         let next = self.at.wrapping_add(1);
         if self
+            .ring
             .position
             .compare_exchange(self.at, next, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
+            let mut inner = self.ring.inner();
+            let count = inner.sources.len().max(1);
+            if let Some(health) = inner.health.get_mut(self.at % count) {
+                health.failures = health.failures.saturating_add(1);
+                if health.failures >= SKIP_AFTER {
+                    let doublings = (health.failures - SKIP_AFTER).min(6);
+                    let skip = FIRST_SKIP.saturating_mul(1 << doublings).min(MAX_SKIP);
+                    health.skip_until = Instant::now().checked_add(skip);
+                    debug!(position = self.at, ?skip, "endpoint skipped for a while");
+                }
+            }
             debug!(position = next, "endpoint ring moves on");
+        }
+    }
+
+    /// The attempt's connection was stable: the source's record starts clean.
+    fn succeeded(&self) {
+        let mut inner = self.ring.inner();
+        let count = inner.sources.len().max(1);
+        if let Some(health) = inner.health.get_mut(self.at % count) {
+            *health = Health::default();
         }
     }
 
@@ -122,6 +216,8 @@ impl Drop for RotateOnEarlyDrop {
     fn drop(&mut self) {
         if self.since.elapsed() < self.stable_after {
             self.turn.advance();
+        } else {
+            self.turn.succeeded();
         }
     }
 }
@@ -200,6 +296,31 @@ mod tests {
         }
         assert_eq!(seen, ["ws://p0/", "ws://f/", "ws://p1/", "ws://f/"]);
         assert_eq!(asked.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_source_that_keeps_failing_is_skipped_for_a_while() {
+        let ring = ring(&["ws://a/", "ws://b/", "ws://c/"]);
+        // a fails twice (once per lap), b and c once each.
+        for _ in 0..4 {
+            ring.current().1.expect("a claim").advance();
+        }
+        // Back at b after a's second failure: a is skipped now.
+        assert_eq!(current_url(&ring), "ws://b/");
+        ring.current().1.expect("a claim").advance(); // b's second failure: skipped too
+        assert_eq!(current_url(&ring), "ws://c/");
+        ring.current().1.expect("a claim").advance(); // c's second: every source skipped
+        assert_eq!(current_url(&ring), "ws://a/", "all skipped: the ring goes on in turn");
+    }
+
+    #[test]
+    fn the_sources_can_be_replaced_and_take_effect_on_the_next_attempt() {
+        let ring = ring(&["ws://a/", "ws://b/"]);
+        ring.current().1.expect("a claim").advance();
+        let clone = ring.clone();
+        clone.set(vec![Source::Fixed("ws://new/".to_owned())]);
+        let (url, turn) = ring.current();
+        assert_eq!((url.as_str(), turn.is_none()), ("ws://new/", true));
     }
 
     #[test]

@@ -76,3 +76,16 @@ fn a_url_provider_and_fixed_endpoints_share_one_ring() {
         "the provider is asked on its turns only"
     );
 }
+
+/// The URL changed at run time takes effect on the next dial, through the stream's own connector.
+#[test]
+fn the_url_changed_at_run_time_is_dialled_next() {
+    let a = dropping_server();
+    let b = greeting_server();
+    let connector = WsConnector::builder(a.url()).build();
+    let mut ws = ReconnectingStream::new(connector).with_retry(FixedDelay::new(Duration::from_millis(5)));
+    ws.connector().set_url(b.url());
+    let first = support::block_on_within(Duration::from_secs(10), "reaching B", ws.next());
+    assert_eq!(first.expect("an item").expect("a message"), Message::text("from B"));
+    assert_eq!((a.accepted(), b.accepted()), (0, 1));
+}
