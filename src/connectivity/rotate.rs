@@ -3,7 +3,6 @@
 //! server that caps connection lifetimes (an exchange that drops every connection at 24 h, say) never leaves
 //! the reader without one.
 
-use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -16,6 +15,7 @@ use futures_core::Stream;
 use futures_sink::Sink;
 use tower_layer::Layer;
 
+use super::redundant::Recent;
 use crate::connect::Connect;
 use crate::time::{AsyncIoTimer, Sleep, Timer};
 
@@ -254,37 +254,6 @@ where
     }
 }
 
-/// The keys delivered last, oldest first, bounded.
-struct Recent {
-    order: VecDeque<u64>,
-    set: HashSet<u64>,
-    window: usize,
-}
-
-impl Recent {
-    fn new(window: usize) -> Self {
-        Self {
-            order: VecDeque::new(),
-            set: HashSet::new(),
-            window,
-        }
-    }
-
-    /// Whether `key` is new (then it is remembered).
-    fn first(&mut self, key: u64) -> bool {
-        if !self.set.insert(key) {
-            return false;
-        }
-        self.order.push_back(key);
-        if self.order.len() > self.window {
-            if let Some(oldest) = self.order.pop_front() {
-                self.set.remove(&oldest);
-            }
-        }
-        true
-    }
-}
-
 /// A connection of a [`RotateConnector`]: the current connection, its successor while it is dialled, and the
 /// previous one while it closes.
 pub struct RotatingConnection<C: Connect, T> {
@@ -475,21 +444,5 @@ where
         this.overlap = None;
         this.retiring = None;
         Pin::new(&mut this.current).poll_close(cx)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Recent;
-
-    #[test]
-    fn recent_keys_are_bounded_and_repeat_only_once_forgotten() {
-        let mut recent = Recent::new(2);
-        assert!(recent.first(1));
-        assert!(!recent.first(1));
-        assert!(recent.first(2));
-        assert!(recent.first(3));
-        assert!(recent.first(1), "1 was forgotten: the window holds 2");
-        assert_eq!(recent.order.len(), 2);
     }
 }

@@ -7,6 +7,7 @@ mod support;
 
 mod config_errors;
 mod make_before_break;
+mod redundant;
 mod retry_after;
 mod rotation;
 mod server_end;
