@@ -422,4 +422,27 @@ impl ClientBuilder {
             resume: self.resume,
         }
     }
+
+    /// Dials every connection through this proxy (`http://[user:password@]host:port`, `socks5h://...`,
+    /// `socks5://...`), whatever the environment says; see [`WsConnectorBuilder::with_proxy`]. A URL that
+    /// cannot be used makes every attempt fail with
+    /// [`ConnectError::InvalidProxy`](crate::ws::ConnectError::InvalidProxy), which ends the run (fatal).
+    pub fn with_proxy(mut self, url: &str) -> Self {
+        self.connector = self.connector.with_proxy(url);
+        self
+    }
+
+    /// Takes the proxy from the environment, as python websockets does (the default); see
+    /// [`WsConnectorBuilder::with_proxy_from_env`].
+    pub fn with_proxy_from_env(mut self) -> Self {
+        self.connector = self.connector.with_proxy_from_env();
+        self
+    }
+
+    /// Dials every connection directly, whatever proxy the environment names; see
+    /// [`WsConnectorBuilder::without_proxy`].
+    pub fn without_proxy(mut self) -> Self {
+        self.connector = self.connector.without_proxy();
+        self
+    }
 }

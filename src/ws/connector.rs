@@ -19,6 +19,7 @@ use tracing::debug;
 
 use super::connection::{close_frame, Liveness, WsConnection};
 use super::error::ConnectError;
+use super::proxy::ProxySetting;
 use super::ring::{Ring, Source};
 use super::transport::{self, MaybeTlsStream, Target, TcpOptions, Transport};
 use super::upgrade;
@@ -50,6 +51,10 @@ pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(5 * 60);
 /// `request` is a URL (`&str`, `String`), a `Uri`, or an `http::Request` carrying headers and subprotocols
 /// (see [`IntoWsRequest`]). A URL with user info (`wss://user:pass@host/`) sends it as HTTP Basic
 /// authentication (percent-decoded), unless the request has an `Authorization` header of its own. The defaults are [`WsConnector`]'s; build one for more control.
+///
+/// A proxy named by the environment is used, as python websockets uses it (`wss_proxy`, `https_proxy`,
+/// `no_proxy`, ...; read on each call, see [`proxy`](super::proxy)); a connector built
+/// [`without_proxy`](WsConnectorBuilder::without_proxy) ignores the environment.
 ///
 /// # Examples
 ///
@@ -177,7 +182,7 @@ fn basic_auth_from_user_info(request: &mut Request) {
 }
 
 /// `%XX` escapes decoded (anything else, a malformed escape too, kept as it is).
-fn percent_decode(text: &str) -> Vec<u8> {
+pub(super) fn percent_decode(text: &str) -> Vec<u8> {
     let bytes = text.as_bytes();
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -211,6 +216,8 @@ struct Settings {
     stable_after: Duration,
     /// Each connection's heartbeat, clock and reply grace.
     liveness: Liveness,
+    /// The proxy: from the environment (read per attempt) by default.
+    proxy: ProxySetting,
 }
 
 impl Default for Settings {
@@ -226,6 +233,7 @@ impl Default for Settings {
             max_retry_after: DEFAULT_MAX_RETRY_AFTER,
             stable_after: DEFAULT_STABLE_AFTER,
             liveness: Liveness::default(),
+            proxy: ProxySetting::FromEnv,
         }
     }
 }
@@ -252,8 +260,18 @@ async fn dial(request: Request, settings: &Settings) -> Result<WsConnection, Con
 async fn dial_inner(mut request: Request, settings: &Settings) -> Result<WsConnection, ConnectError> {
     basic_auth_from_user_info(&mut request);
     let target = Target::from_uri(request.uri())?;
-    debug!(host = %target.host, port = target.port, tls = target.tls, "dialling");
-    let tcp = transport::dial_tcp(&target, settings.tcp).await?;
+    let tcp = match settings.proxy.route(&target)? {
+        None => {
+            debug!(host = %target.host, port = target.port, tls = target.tls, "dialling");
+            transport::dial_tcp(&target, settings.tcp).await?
+        }
+        Some(route) => {
+            let proxy = route.redacted();
+            let variable = route.variable().unwrap_or("");
+            debug!(host = %target.host, port = target.port, tls = target.tls, %proxy, from_env = variable, "dialling through a proxy");
+            route.dial(&target, settings.tcp).await?
+        }
+    };
     let stream = if target.tls {
         let config = match &settings.tls {
             Some(config) => Arc::clone(config),
@@ -473,6 +491,7 @@ impl fmt::Debug for WsConnector {
             .field("tcp_nodelay", &self.settings.tcp.nodelay)
             .field("tcp_keepalive", &self.settings.tcp.keepalive)
             .field("custom_tls", &self.settings.tls.is_some())
+            .field("proxy", &self.settings.proxy)
             .field("max_retry_after", &self.settings.max_retry_after)
             .field("stable_after", &self.settings.stable_after)
             .field("heartbeat", &self.settings.liveness.heartbeat)
@@ -668,6 +687,58 @@ impl WsConnectorBuilder {
     pub fn with_rustls_config(mut self, config: Arc<ClientConfig>) -> Self {
         self.roots = None;
         self.connector.settings.tls = Some(config);
+        self
+    }
+
+    /// Dials every connection through this proxy: `http://[user:password@]host[:port]` (HTTP `CONNECT`, with
+    /// Basic authentication from the user info, percent-decoded), `socks5h://...` (SOCKS5, the proxy resolves
+    /// the target's name) or `socks5://...` (SOCKS5, the name is resolved here); a URL without a scheme is an
+    /// HTTP proxy. No environment variable applies, `no_proxy` included. See [`proxy`](super::proxy) for the
+    /// tunnel and its failures.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stream_tungstenite::ws::WsConnector;
+    ///
+    /// let connector = WsConnector::builder("wss://example.com/feed")
+    ///     .with_proxy("http://user:p%40ss@proxy.internal:3128")
+    ///     .build();
+    /// // The credentials are never shown.
+    /// assert!(format!("{connector:?}").contains(r#"Fixed("http://<redacted>@proxy.internal:3128")"#));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A URL that cannot be used (another scheme, a path, a port out of range, a user name without a password)
+    /// makes every attempt of the built connector fail at once with [`ConnectError::InvalidProxy`], which is
+    /// fatal; it is shown with its credentials hidden.
+    pub fn with_proxy(mut self, url: &str) -> Self {
+        self.connector.settings.proxy = ProxySetting::explicit(url);
+        self
+    }
+
+    /// Takes the proxy from the environment, as python websockets does: the default, so this only undoes
+    /// [`with_proxy`](Self::with_proxy) or [`without_proxy`](Self::without_proxy).
+    ///
+    /// Each attempt reads the environment when it starts: `no_proxy` first (host names with their
+    /// subdomains, `host:port`, IP addresses, CIDR blocks, or `*`; loopback is not excluded unless listed),
+    /// then `wss_proxy`, `socks_proxy`, `https_proxy`, `all_proxy` for `wss://`, and `ws_proxy`,
+    /// `socks_proxy`, `https_proxy`, `http_proxy`, `all_proxy` for `ws://`, each in lower then upper case.
+    /// The rules in full are in [`proxy`](super::proxy).
+    ///
+    /// # Errors
+    ///
+    /// When the variable that applies holds a URL that cannot be used, that attempt fails with
+    /// [`ConnectError::InvalidProxy`] naming the variable (fatal).
+    pub fn with_proxy_from_env(mut self) -> Self {
+        self.connector.settings.proxy = ProxySetting::FromEnv;
+        self
+    }
+
+    /// Dials every connection directly, whatever proxy the environment names.
+    pub fn without_proxy(mut self) -> Self {
+        self.connector.settings.proxy = ProxySetting::Direct;
         self
     }
 

@@ -6,6 +6,11 @@
 //!   most the connector's cap, [`DEFAULT_MAX_RETRY_AFTER`] by default); 5xx, DNS, TCP, timeouts and other TLS
 //!   errors retry. The same rules apply to a bare `tungstenite::Error` from a hand-written connector, whose
 //!   `Retry-After` is capped at [`DEFAULT_MAX_RETRY_AFTER`].
+//! - Proxy: an authentication failure ([`ConnectError::ProxyAuth`]: HTTP 407, SOCKS5 credentials rejected or
+//!   required) and an invalid proxy URL ([`ConnectError::InvalidProxy`]) are fatal; a proxy that refuses the
+//!   connection, resets or closes it, times out, answers HTTP 5xx (or 408/429) or a SOCKS5 failure other than
+//!   "not allowed" is retried; HTTP 4xx and SOCKS5 replies 2, 7, 8 are fatal (see
+//!   [`ProxyFailure::is_retryable`](super::ProxyFailure::is_retryable)).
 //! - Connection: a server Close with a code in [`FATAL_CLOSE_CODES`] is fatal; every other code (1000,
 //!   1001, 1006, 1011, 1012, 1013, 4xxx, ...), I/O errors and resets reconnect with backoff. Each lost
 //!   connection carries its close code: the server's, or 1006 when it was lost without a close handshake.
@@ -120,6 +125,57 @@ mod tests {
             "invalid configuration: root certificate rejected: bad encoding"
         );
         assert_eq!(class(config), Some(Classification::Fatal));
+    }
+
+    #[test]
+    fn proxy_failures_diagnose_their_class() {
+        use super::super::ProxyFailure;
+        let class = |error: ConnectError| error.diagnose().classification();
+        let proxy = |failure, source| ConnectError::Proxy {
+            proxy: "http://<redacted>@proxy:3128".into(),
+            failure,
+            source,
+        };
+        let auth = ConnectError::ProxyAuth {
+            proxy: "http://<redacted>@proxy:3128".into(),
+            reason: "http 407 proxy authentication required".into(),
+        };
+        assert_eq!(
+            auth.to_string(),
+            "proxy authentication failed at http://<redacted>@proxy:3128: http 407 proxy authentication required"
+        );
+        assert_eq!(class(auth), Some(Classification::Fatal));
+        let invalid = ConnectError::InvalidProxy {
+            proxy: "ftp://proxy".into(),
+            reason: "the scheme must be http, socks5 or socks5h".into(),
+        };
+        assert_eq!(class(invalid), Some(Classification::Fatal));
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let unreachable = proxy(ProxyFailure::Unreachable, Some(refused));
+        assert_eq!(
+            unreachable.to_string(),
+            "proxy http://<redacted>@proxy:3128 could not be reached"
+        );
+        assert!(std::error::Error::source(&unreachable).is_some());
+        assert_eq!(class(unreachable), Some(Classification::Retry));
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(
+            class(proxy(ProxyFailure::Closed, Some(reset))),
+            Some(Classification::Retry)
+        );
+        assert_eq!(class(proxy(ProxyFailure::Closed, None)), Some(Classification::Retry));
+        let status = |status| proxy(ProxyFailure::Status { status }, None);
+        assert_eq!(class(status(502)), Some(Classification::Retry));
+        assert_eq!(class(status(503)), Some(Classification::Retry));
+        assert_eq!(class(status(403)), Some(Classification::Fatal));
+        let socks = |reply| proxy(ProxyFailure::Socks { reply }, None);
+        assert_eq!(class(socks(5)), Some(Classification::Retry));
+        assert_eq!(class(socks(1)), Some(Classification::Retry));
+        assert_eq!(class(socks(2)), Some(Classification::Fatal));
+        assert_eq!(
+            class(proxy(ProxyFailure::NoAcceptableMethod, None)),
+            Some(Classification::Fatal)
+        );
     }
 
     #[test]

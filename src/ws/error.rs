@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use async_tungstenite::tungstenite::{self, http};
 
+use super::proxy::ProxyFailure;
 use crate::error::ConnectTimeout;
 
 /// Why a WebSocket connection attempt failed.
@@ -74,6 +75,39 @@ pub enum ConnectError {
     /// The HTTP upgrade failed for another reason (bad response, protocol error, I/O). Retried.
     #[error("websocket upgrade failed")]
     Upgrade(#[source] tungstenite::Error),
+    /// The proxy could not be reached, or did not open the tunnel to the target: [`failure`](Self::Proxy::failure)
+    /// says which. Retried or fatal as [`ProxyFailure::is_retryable`] says: a refused or reset connection, HTTP
+    /// 5xx (and 408, 429) and most SOCKS5 replies are retried; HTTP 4xx and SOCKS5 "not allowed" are fatal.
+    #[error("proxy {proxy} {failure}")]
+    Proxy {
+        /// The proxy, as `scheme://host:port` (credentials shown as `<redacted>@`).
+        proxy: String,
+        /// What went wrong.
+        failure: ProxyFailure,
+        /// The socket's or resolver's error, for a proxy that could not be reached or reset the connection.
+        #[source]
+        source: Option<io::Error>,
+    },
+    /// The proxy did not accept the authentication: HTTP 407 (the credentials of the proxy URL were rejected,
+    /// or it has none), or a SOCKS5 username/password failure. Fatal: retrying with the same credentials
+    /// cannot help.
+    #[error("proxy authentication failed at {proxy}: {reason}")]
+    ProxyAuth {
+        /// The proxy, as `scheme://host:port` (credentials shown as `<redacted>@`).
+        proxy: String,
+        /// What the proxy answered (never the credentials).
+        reason: String,
+    },
+    /// A proxy URL that cannot be used, given to
+    /// [`with_proxy`](super::WsConnectorBuilder::with_proxy) or found in the environment variable that
+    /// applies (which `reason` names). Fatal.
+    #[error("invalid proxy {proxy:?}: {reason}")]
+    InvalidProxy {
+        /// The proxy URL as given, with what could be credentials hidden.
+        proxy: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The connector was built with a configuration it cannot use (a root certificate rustls rejected, an
     /// invalid header, a TLS configuration that could not be made). Every attempt of that connector fails
     /// with it at once, before anything is dialled. Fatal.
@@ -86,11 +120,13 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
-    /// Whether retrying may help: `false` for invalid URLs, an invalid configuration, certificate errors and
-    /// HTTP 4xx other than 408 and 429.
+    /// Whether retrying may help: `false` for invalid URLs, an invalid configuration, certificate errors,
+    /// HTTP 4xx other than 408 and 429, a proxy's authentication failure, an invalid proxy URL, and the proxy
+    /// failures [`ProxyFailure::is_retryable`] calls fatal.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::InvalidUrl { .. } | Self::Config { .. } => false,
+            Self::InvalidUrl { .. } | Self::Config { .. } | Self::ProxyAuth { .. } | Self::InvalidProxy { .. } => false,
+            Self::Proxy { failure, .. } => failure.is_retryable(),
             Self::Tls { .. } => !self.is_certificate_error(),
             Self::Rejected { status, .. } => status_is_retryable(*status),
             Self::Upgrade(tungstenite::Error::Url(_)) => false,

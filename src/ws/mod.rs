@@ -22,6 +22,7 @@ mod connection;
 mod connector;
 pub mod diagnose;
 mod error;
+pub mod proxy;
 mod ring;
 mod transport;
 mod upgrade;
@@ -34,6 +35,7 @@ pub use self::connector::{
 };
 pub use self::diagnose::FATAL_CLOSE_CODES;
 pub use self::error::{ConnectError, ConnectionError};
+pub use self::proxy::ProxyFailure;
 // For the fuzz targets only (see `crate::fuzzing`).
 #[cfg(feature = "fuzzing")]
 pub(crate) use self::{error::parse_retry_after, transport::HeadScan};
