@@ -76,6 +76,9 @@ mod diagnose;
 mod error;
 mod event;
 pub mod extension;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handshake;
 pub mod hook;
 mod join;
