@@ -169,6 +169,8 @@ where
         let side = intent.side();
         // Just dialled lazily: the new attempt is polled once before the sink's intent may return.
         let mut dialled = false;
+        // An attempt failed in this call: a second one in the same call yields first (see below).
+        let mut failed_here = false;
         loop {
             // What a connection whose write failed had already received comes first.
             if intent == Intent::Read && this.draining.is_some() {
@@ -229,7 +231,15 @@ where
                     trace!("connecting -> failed");
                     let next = this.life.connect_failed(failure, this.queue.len());
                     let next = this.life.apply(next, this.connector);
+                    let again = matches!(next, State::Connecting { .. });
                     *this.state = next;
+                    // With no delay (an immediate policy, a zero connect timeout), attempts that fail at once
+                    // would follow one another inside this one poll forever: one per poll, the task woken
+                    // for the next, so that the executor (and the other half) get their turn.
+                    if again && std::mem::replace(&mut failed_here, true) {
+                        cx.waker().wake_by_ref();
+                        return pending_unless_met(intent, this.queue, false);
+                    }
                 }
                 // Waiting before the next attempt.
                 State::Backoff { sleep, .. } => {

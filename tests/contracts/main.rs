@@ -1000,3 +1000,29 @@ fn d5_first_messages_go_before_the_queue_on_every_connection() {
     assert!(matches!(h.flush(), Poll::Ready(Ok(()))));
     assert_eq!(h.script.conn(1).written(), [102, 4]);
 }
+
+/// Attempts that fail at once with no delay between them (here a zero connect timeout against a connector
+/// that never finishes, and a zero backoff) do not keep one poll busy forever: each poll makes at most a
+/// couple of attempts and returns `Pending` with the task woken for the next. (Found by the state machine's
+/// fuzz target: before, one `poll_next` never returned.)
+#[test]
+fn attempts_that_fail_at_once_without_delay_yield_between_polls() {
+    let script = Script::new([]).then_always(Outcome::Hang);
+    let mut h = Harness::with(script, |s| {
+        s.with_connect_timeout(Duration::ZERO)
+            .with_retry(stream_tungstenite::retry::FixedDelay::new(Duration::ZERO))
+    });
+    for polls in 1..=3 {
+        assert!(h.next().is_pending());
+        assert!(
+            h.script.attempts() <= 2 * polls + 1,
+            "{} attempts in {polls} polls",
+            h.script.attempts()
+        );
+    }
+    assert!(
+        h.wakes.get() >= 3,
+        "the task is woken to go on: {} wakes",
+        h.wakes.get()
+    );
+}
