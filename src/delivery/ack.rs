@@ -393,6 +393,7 @@ impl<C, T, Id> Connect for AckConnector<C, T, Id>
 where
     C: Connect,
     T: Clone,
+    Id: Eq + Hash + Clone,
 {
     type Connection = AckConnection<C::Connection, T, Id>;
     type Error = C::Error;
@@ -423,6 +424,7 @@ impl<F, S, E, T, Id> Future for AckFuture<F, T, Id>
 where
     F: Future<Output = Result<S, E>>,
     T: Clone,
+    Id: Eq + Hash + Clone,
 {
     type Output = Result<AckConnection<S, T, Id>, E>;
 
@@ -433,10 +435,19 @@ where
             // Polled after it completed: a contract breach of the caller; end it as pending.
             return Poll::Pending;
         };
-        // Everything still unacked goes out again first, in order (an attempt each, from now).
+        // Everything still unacked goes out again first, in order (an attempt each, from now); what has had
+        // all its attempts fails instead.
         let resend: VecDeque<T> = {
             let mut state = layer.shared.state();
             let now = state.timer.now();
+            let attempts = state.attempts;
+            let spent: Vec<Id> = (state.unacked.iter())
+                .filter(|unacked| unacked.attempts >= attempts)
+                .map(|unacked| unacked.id.clone())
+                .collect();
+            for id in spent {
+                state.resolve(&id, Outcome::Failed);
+            }
             (state.unacked.iter_mut())
                 .map(|unacked| {
                     unacked.attempts = unacked.attempts.saturating_add(1);
@@ -607,12 +618,18 @@ where
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         let this = self.get_mut();
         std::task::ready!(this.poll_resend(cx))?;
-        {
+        loop {
             let mut state = this.layer.shared.state();
-            if !state.has_room(this.written.len()) {
+            if state.has_room(this.written.len()) {
+                break;
+            }
+            if this.written.is_empty() {
                 state.writer = Some(cx.waker().clone());
                 return Poll::Pending;
             }
+            drop(state);
+            // What was written fills the window: flushed, it is tracked (and acks can come back for it).
+            std::task::ready!(this.poll_flush_tracked(cx))?;
         }
         Pin::new(&mut this.inner).poll_ready(cx)
     }
@@ -629,6 +646,23 @@ where
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         let this = self.get_mut();
         std::task::ready!(this.poll_resend(cx))?;
+        this.poll_flush_tracked(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        Pin::new(&mut self.get_mut().inner).poll_close(cx)
+    }
+}
+
+impl<S, T, Id> AckConnection<S, T, Id>
+where
+    S: Sink<T> + Unpin,
+    T: Clone,
+    Id: Eq + Hash + Clone,
+{
+    /// Flushes the connection; once that completes, what was written is tracked until its ack.
+    fn poll_flush_tracked(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        let this = self;
         std::task::ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
         if !this.written.is_empty() {
             let mut state = this.layer.shared.state();
@@ -647,9 +681,5 @@ where
             this.poll_deadlines(cx);
         }
         Poll::Ready(Ok(()))
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        Pin::new(&mut self.get_mut().inner).poll_close(cx)
     }
 }

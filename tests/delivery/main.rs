@@ -230,3 +230,4 @@ fn resume_requests_recoveries_and_gaps_in_band() {
     assert_eq!(script.conn(1).written(), [5003], "the resume request, first");
     assert_eq!(script.conn(2).written(), [5005]);
 }
+mod model;
