@@ -387,7 +387,8 @@ fn a_proxy_that_refuses_or_resets_is_retried() {
             matches!(
                 cause,
                 ConnectError::Proxy {
-                    failure: ProxyFailure::Closed,
+                    // A reset that lands before the request is written reads as the proxy unreachable.
+                    failure: ProxyFailure::Closed | ProxyFailure::Unreachable,
                     ..
                 }
             ),
