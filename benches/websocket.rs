@@ -1,29 +1,36 @@
-//! Our WebSocket client against the bare async-tungstenite socket, over loopback, in the same run.
+//! Our WebSocket client against the bare async-tungstenite socket and tokio-websockets, over loopback, in the
+//! same run.
 //!
-//! Run it with `cargo bench --bench websocket` (a few minutes at most; `WS_BENCH_ONLY=memory` for the idle
-//! memory figures alone; `BENCH_QUICK=1` or `-- --quick` for a
-//! run of well under a minute). It prints criterion's report for each benchmark, then one line per headline
-//! figure, with the target:
+//! Run it with `cargo bench --bench websocket` (a few minutes at most; `BENCH_QUICK=1` or `-- --quick` for a
+//! run of well under a minute). `WS_BENCH_ONLY` picks figures, comma-separated, from `receive`, `echo`,
+//! `reconnect` and `memory` (`WS_BENCH_ONLY=memory` prints the idle memory lines alone); criterion's report is
+//! printed only when every figure is. It prints criterion's report for each benchmark, then the headline
+//! figures, each as a ratio to bare async-tungstenite (with the target) and to tokio-websockets:
 //!
-//! - **receive 64B / 1KiB** (throughput ratio, bare time / our time; 1.00 = equal, target >= 0.97): the
-//!   server floods 1000 binary messages as fast as it can; we time the client from the first message's
-//!   arrival to the last's, so the request's round trip is not part of it.
-//! - **echo 64B** (latency ratio, our time / bare time, target <= 1.05): send one message, await its echo.
-//! - **reconnect** (latency ratio, ours / bare, target <= 1.1): the client tells the server `drop`; the server
-//!   drops the TCP connection at once (no Close frame); we time from sending `drop` to the first message of
-//!   the next connection, which the server sends right after each accept. Ours is a [`ReconnectingStream`]
-//!   with [`Immediate`] retry; bare is a hand-written loop (read until the stream ends, connect again at once,
-//!   read the first message). Both clock the same span: the one-way trip of `drop`, the drop, noticing it,
-//!   TCP connect, upgrade, greeting.
-//! - **idle memory per connection** (ours / bare, target <= 0.5): RSS growth of a fresh client process per
-//!   connection, over 500 idle connections with one message exchanged on each (see below).
+//! - **receive 64B / 1KiB** (throughput ratio, other's time / our time; 1.00 = equal, target >= 0.97 against
+//!   bare): the server floods 1000 binary messages as fast as it can; we time the client from the first
+//!   message's arrival to the last's, so the request's round trip is not part of it.
+//! - **echo 64B** (latency ratio, our time / other's, target <= 1.05 against bare; p50, with p90 and p99
+//!   below): send one message, await its echo. When pinned (see below), a second time with the client and a
+//!   second server on one CPU.
+//! - **reconnect** (latency ratio, ours / other's, target <= 1.1 against bare): the client tells the server
+//!   `drop`; the server drops the TCP connection at once (no Close frame); we time from sending `drop` to the
+//!   first message of the next connection, which the server sends right after each accept. Ours is a
+//!   [`ReconnectingStream`] with [`Immediate`] retry; bare and tokio-websockets are a hand-written loop (read
+//!   until the stream ends, connect again at once, read the first message). All clock the same span: the
+//!   one-way trip of `drop`, the drop, noticing it, TCP connect, upgrade, greeting.
+//! - **idle memory per connection** (KiB, ours against bare, target <= 0.5; and against tokio-websockets): RSS
+//!   growth of a fresh client process per connection, over 500 idle connections with one message exchanged on
+//!   each (see below); for `ws://` and `wss://`, and for a [`WebSocketClient`].
 //!
-//! "bare" is `async_tungstenite::client_async(url, Async::<TcpStream>::connect(addr))` with tungstenite's
-//! default configuration (128 KiB read buffer); "ours" is
-//! `ReconnectingStream::new(move || stream_tungstenite::connect(url.clone()))` (32 KiB read buffer,
-//! [`DEFAULT_READ_BUFFER`]). Under each headline figure two diagnostic lines compare like with like (both
-//! with our 32 KiB read buffer, both with 128 KiB), so what the wrapper costs can be told apart from what the
-//! buffer size does.
+//! "bare" is `async_tungstenite::client_async(url, Async::<TcpStream>::connect(addr))` (`TCP_NODELAY`, as
+//! every client here) with tungstenite's default configuration (128 KiB read buffer); "ours" is
+//! `ReconnectingStream::new(move || stream_tungstenite::connect(url.clone()))` (its default
+//! [`DEFAULT_READ_BUFFER`]); "tokio-websockets" is `tokio_websockets::ClientBuilder::connect_on` over tokio's
+//! `TcpStream` (`TCP_NODELAY`, as ours), on a current-thread tokio runtime: the reference as its users run it.
+//! Diagnostic lines under each figure compare like with like: bare with our read buffer, ours with 128 KiB,
+//! and tokio-websockets over async-io's socket (through tokio-util's compat layer, on async-io's `block_on`
+//! as ours and bare are), which tells the runtime's share from the library's.
 //!
 //! # Method
 //!
@@ -31,7 +38,10 @@
 //!   connection on one `async_io::block_on` thread. So on 2 cores the client and the server each have one,
 //!   and the server's memory is never counted. It floods by writing pre-encoded frames straight to the
 //!   socket, so it is much faster than any client and the client is what is measured. It exits when this
-//!   process goes away (its stdin closes).
+//!   process goes away (its stdin closes). It also serves `wss://` (a self-signed certificate for
+//!   `localhost`, made at start) for the memory figure.
+//! - **Each client on its own runtime.** A sample runs on the client's runtime (`async_io::block_on`, or the
+//!   tokio runtime's `block_on`), the same way for every variant.
 //! - **Interleaved medians.** Each figure's ratio comes from a loop that runs the variants in turn, rotating
 //!   which goes first, and compares medians: drift on the machine hits all variants alike. Criterion's report
 //!   is printed too, but its numbers come from separate runs (and, for receive, long-lived connections).
@@ -42,19 +52,25 @@
 //!   connection (not timed), so every variant starts from the same state.
 //! - **Pinned CPUs.** When the `taskset` tool is there and two CPUs are allowed, the client is pinned to one
 //!   and the server to the other, so the scheduler's placement (one CPU or two, changing during the run) is
-//!   not a variable. `WS_BENCH_NO_PIN=1` turns this off.
+//!   not a variable. `WS_BENCH_NO_PIN=1` turns this off. Pinned, a round trip wakes the other CPU each way,
+//!   which on a VM costs far more than the clients do (60-80 µs against 25 µs on one CPU, here): the echo
+//!   ratios are then close to 1 whatever the clients do. The echo figure is therefore measured a second
+//!   time against a server on the client's CPU, where a round trip is the CPU work of both sides (system
+//!   calls included) and the clients' differences show.
 //! - **Noise.** On a shared 2-CPU machine the absolute numbers move by 2x with other load; the ratios move
 //!   much less, but a single run's third digit means little. Run it twice.
 //! - **Memory in fresh processes.** Each variant is measured in its own child process (this binary with
 //!   `WS_BENCH_ROLE=idle-<variant>`), since memory freed by an earlier phase need not go back to the OS. The
 //!   child opens one connection and exchanges a message first, so one-time costs (the reactor thread,
-//!   allocator arenas, lazily built statics) fall before the baseline; then it reads `VmRSS` from
-//!   `/proc/self/status`, opens N more connections with one 64-byte echo on each (the first read is when
-//!   tungstenite zero-fills its read buffer), reads `VmRSS` again and reports the growth over N. Linux only.
+//!   allocator arenas, lazily built statics, the TLS configuration) fall before the baseline; then it reads
+//!   `VmRSS` from `/proc/self/status`, opens N more connections with one 64-byte echo on each (the first read
+//!   is when tungstenite zero-fills its read buffer), reads `VmRSS` again and reports the growth over N. The
+//!   clients are kept in a `Vec`, so their own size counts too. Linux only.
 //!
 //! [`ReconnectingStream`]: stream_tungstenite::ReconnectingStream
 //! [`Immediate`]: stream_tungstenite::retry::Immediate
 //! [`DEFAULT_READ_BUFFER`]: stream_tungstenite::ws::DEFAULT_READ_BUFFER
+//! [`WebSocketClient`]: stream_tungstenite::WebSocketClient
 
 #[path = "common/mod.rs"]
 mod common;
@@ -63,27 +79,40 @@ use common::Mode;
 use std::fmt::Debug;
 use std::future::Future;
 use std::hint::black_box;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::rc::Rc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use async_io::{block_on, Async};
+use async_io::Async;
 use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
-use async_tungstenite::tungstenite::Message;
+use async_tungstenite::tungstenite::{Message, Utf8Bytes};
 use async_tungstenite::WebSocketStream;
 use criterion::{Criterion, Throughput};
-use futures::io::AsyncWriteExt;
+use futures::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use futures::{Sink, SinkExt, Stream, StreamExt};
+use futures_rustls::client::TlsStream;
+use futures_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use futures_rustls::rustls::{ClientConfig, RootCertStore};
 use stream_tungstenite::retry::Immediate;
 use stream_tungstenite::ws::{WsConnector, DEFAULT_READ_BUFFER};
 use stream_tungstenite::ReconnectingStream;
+use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
 
-/// Selects what this process is: unset for the benchmark, `server`, or `idle-<variant>`.
+/// Selects what this process is: unset for the benchmark, `server`, `idle-<variant>` (a memory child), or
+/// `echo-<variant>`: `WS_BENCH_ROUNDS` round trips (default 10,000) of one variant (`bare`, `ours`,
+/// `tokio-websockets`, `tokio-websockets-async-io`) against a running server at `WS_BENCH_ADDR`, for `strace
+/// -c`, `perf` or callgrind; with `WS_BENCH_FLOOD=<size>`, floods of 1000 messages of that size instead.
 const ROLE_ENV: &str = "WS_BENCH_ROLE";
-/// The server's address, for the memory children.
+/// The server's `ws://` address, for the memory children.
 const ADDR_ENV: &str = "WS_BENCH_ADDR";
+/// The server's `wss://` address, for the memory children.
+const TLS_ADDR_ENV: &str = "WS_BENCH_TLS_ADDR";
+/// The server's certificate (DER, hex), for the memory children.
+const CERT_ENV: &str = "WS_BENCH_CERT";
 /// How many idle connections a memory child opens.
 const CONNECTIONS_ENV: &str = "WS_BENCH_CONNECTIONS";
 /// The path on which the server greets each new connection with [`GREETING`].
@@ -98,6 +127,7 @@ fn main() {
     match std::env::var(ROLE_ENV).as_deref() {
         Ok("server") => return server::run(),
         Ok(role) if role.starts_with("idle-") => return memory::child(&role["idle-".len()..]),
+        Ok(role) if role.starts_with("echo-") => return figures::echo_child(&role["echo-".len()..]),
         Ok(role) => panic!("unknown {ROLE_ENV}={role}"),
         Err(_) => {}
     }
@@ -105,18 +135,21 @@ fn main() {
     let pinning = if mode == Mode::Test { None } else { Pinning::try_pin() };
     let server = ServerProcess::start(pinning.as_ref());
     let addr = server.addr;
-    if std::env::var("WS_BENCH_ONLY").as_deref() == Ok("memory") {
-        memory::figure(addr, mode);
-        return;
-    }
+    let only = std::env::var("WS_BENCH_ONLY").ok();
+    let wanted = |figure: &str| {
+        only.as_deref()
+            .map_or(true, |only| only.split(',').any(|o| o.trim() == figure))
+    };
 
-    let mut criterion = Criterion::default()
-        .warm_up_time(Duration::from_millis(if mode == Mode::Full { 1000 } else { 200 }))
-        .measurement_time(Duration::from_millis(if mode == Mode::Full { 3000 } else { 500 }))
-        .sample_size(if mode == Mode::Full { 50 } else { 10 })
-        .configure_from_args();
-    criterion_benches(&mut criterion, addr, mode);
-    criterion.final_summary();
+    if only.is_none() {
+        let mut criterion = Criterion::default()
+            .warm_up_time(Duration::from_millis(if mode == Mode::Full { 1000 } else { 200 }))
+            .measurement_time(Duration::from_millis(if mode == Mode::Full { 3000 } else { 500 }))
+            .sample_size(if mode == Mode::Full { 50 } else { 10 })
+            .configure_from_args();
+        criterion_benches(&mut criterion, addr, mode);
+        criterion.final_summary();
+    }
 
     let pinned = match &pinning {
         Some(pinning) => format!("client on cpu {}, server on cpu {}", pinning.client, pinning.server),
@@ -126,24 +159,73 @@ fn main() {
         println!("\n(test mode: a smoke run of a few samples; the figures below mean nothing)");
     }
     println!(
-        "\nstream-tungstenite vs bare async-tungstenite over loopback (medians of interleaved runs; {mode:?} mode; {pinned})"
+        "\nstream-tungstenite vs bare async-tungstenite and tokio-websockets over loopback (medians of interleaved runs; {mode:?} mode; {pinned})"
     );
-    figures::receive(addr, mode, 64);
-    figures::receive(addr, mode, 1024);
-    figures::echo(addr, mode);
-    figures::reconnect(addr, mode);
-    memory::figure(addr, mode);
+    if wanted("receive") {
+        figures::receive(addr, mode, 64);
+        figures::receive(addr, mode, 1024);
+    }
+    if wanted("echo") {
+        figures::echo(addr, mode, "");
+        if let Some(pinning) = &pinning {
+            // A second server on the client's own CPU: no cross-CPU wake-ups, so a round trip is the CPU
+            // work of both sides, and the clients' differences show.
+            let one_cpu = Pinning {
+                client: pinning.client,
+                server: pinning.client,
+            };
+            let server = ServerProcess::start(Some(&one_cpu));
+            figures::echo(server.addr, mode, ", client and server on one CPU");
+        }
+    }
+    if wanted("reconnect") {
+        figures::reconnect(addr, mode);
+    }
+    if wanted("memory") {
+        memory::figure(&server, mode);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // The clients
 // ---------------------------------------------------------------------------------------------------------------
 
-/// The bare socket.
-type BareWs = WebSocketStream<Async<TcpStream>>;
+/// Where a client's futures run: async-io's `block_on` (ours, bare, tokio-websockets over async-io's socket),
+/// or this thread's current-thread tokio runtime (tokio-websockets over tokio's socket).
+#[derive(Clone)]
+enum Runtime {
+    AsyncIo,
+    Tokio(Rc<tokio::runtime::Runtime>),
+}
+
+impl Runtime {
+    /// This thread's tokio runtime (one per thread, made on first use).
+    fn tokio() -> Self {
+        thread_local! {
+            static TOKIO: Rc<tokio::runtime::Runtime> = Rc::new(
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a tokio runtime"),
+            );
+        }
+        Self::Tokio(TOKIO.with(Rc::clone))
+    }
+
+    fn block_on<F: Future>(&self, future: F) -> F::Output {
+        match self {
+            Self::AsyncIo => async_io::block_on(future),
+            Self::Tokio(runtime) => runtime.block_on(future),
+        }
+    }
+}
 
 /// One client under test. All the variants run exactly the same code around these calls.
 trait Client {
+    /// Where this client's futures run.
+    fn runtime(&self) -> Runtime {
+        Runtime::AsyncIo
+    }
     /// Sends `message` and flushes it.
     async fn send(&mut self, message: Message);
     /// The next message.
@@ -152,15 +234,99 @@ trait Client {
     async fn reconnect(&mut self) -> Message;
 }
 
+/// A byte stream that a reference client (bare, tokio-websockets) dials itself: TCP or TLS, async-io's or
+/// tokio's.
+trait Dial: Sized + Unpin {
+    /// `ws` or `wss`.
+    const SCHEME: &'static str = "ws";
+    /// Where futures over this stream run.
+    fn runtime() -> Runtime {
+        Runtime::AsyncIo
+    }
+    /// A connection to `addr`, with `TCP_NODELAY` (as ours has).
+    async fn dial(addr: SocketAddr) -> io::Result<Self>;
+}
+
+/// The server's addresses.
+#[derive(Debug, Clone, Copy)]
+struct Addrs {
+    ws: SocketAddr,
+    wss: SocketAddr,
+}
+
+/// The URL of `path` on `addr` (`localhost`, the certificate's name, for `wss`).
+fn url<S: Dial>(addr: SocketAddr, path: &str) -> String {
+    if S::SCHEME == "wss" {
+        format!("wss://localhost:{}{path}", addr.port())
+    } else {
+        format!("ws://{addr}{path}")
+    }
+}
+
+impl Dial for Async<TcpStream> {
+    async fn dial(addr: SocketAddr) -> io::Result<Self> {
+        let tcp = Async::<TcpStream>::connect(addr).await?;
+        tcp.get_ref().set_nodelay(true)?;
+        Ok(tcp)
+    }
+}
+
+/// The client TLS configuration trusting the bench server's certificate, set once per process.
+static TLS: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+
+fn tls_config(cert: CertificateDer<'static>) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    roots.add(cert).expect("the server's certificate");
+    let provider = Arc::new(futures_rustls::rustls::crypto::ring::default_provider());
+    Arc::new(
+        ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+impl Dial for TlsStream<Async<TcpStream>> {
+    const SCHEME: &'static str = "wss";
+    async fn dial(addr: SocketAddr) -> io::Result<Self> {
+        let tcp = <Async<TcpStream> as Dial>::dial(addr).await?;
+        let config = Arc::clone(TLS.get().expect("the TLS configuration is set"));
+        let name = ServerName::try_from("localhost").expect("a server name");
+        futures_rustls::TlsConnector::from(config).connect(name, tcp).await
+    }
+}
+
+impl Dial for tokio::net::TcpStream {
+    fn runtime() -> Runtime {
+        Runtime::tokio()
+    }
+    async fn dial(addr: SocketAddr) -> io::Result<Self> {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        Ok(tcp)
+    }
+}
+
+impl<S: Dial + AsyncRead + AsyncWrite> Dial for Compat<S> {
+    const SCHEME: &'static str = S::SCHEME;
+    fn runtime() -> Runtime {
+        S::runtime()
+    }
+    async fn dial(addr: SocketAddr) -> io::Result<Self> {
+        Ok(S::dial(addr).await?.compat())
+    }
+}
+
 /// The bare async-tungstenite socket, with a hand-written reconnect loop.
-struct Bare {
-    ws: Option<BareWs>,
+struct Bare<S> {
+    ws: Option<WebSocketStream<S>>,
     addr: SocketAddr,
     path: &'static str,
     config: Option<WebSocketConfig>,
 }
 
-impl Bare {
+impl<S: Dial + AsyncRead + AsyncWrite> Bare<S> {
     /// Connects with tungstenite's default configuration, or `config`.
     async fn connect(addr: SocketAddr, path: &'static str, config: Option<WebSocketConfig>) -> Self {
         let ws = bare_dial(addr, path, config).await.expect("bare connect failed");
@@ -172,26 +338,26 @@ impl Bare {
         }
     }
 
-    fn ws(&mut self) -> &mut BareWs {
+    fn ws(&mut self) -> &mut WebSocketStream<S> {
         self.ws.as_mut().expect("connected")
     }
 }
 
-async fn bare_dial(
+async fn bare_dial<S: Dial + AsyncRead + AsyncWrite>(
     addr: SocketAddr,
     path: &str,
     config: Option<WebSocketConfig>,
-) -> Result<BareWs, Box<dyn std::error::Error>> {
-    let tcp = Async::<TcpStream>::connect(addr).await?;
-    let url = format!("ws://{addr}{path}");
+) -> Result<WebSocketStream<S>, Box<dyn std::error::Error>> {
+    let stream = S::dial(addr).await?;
+    let url = url::<S>(addr, path);
     let (ws, _response) = match config {
-        None => async_tungstenite::client_async(url, tcp).await?,
-        Some(config) => async_tungstenite::client_async_with_config(url, tcp, Some(config)).await?,
+        None => async_tungstenite::client_async(url, stream).await?,
+        Some(config) => async_tungstenite::client_async_with_config(url, stream, Some(config)).await?,
     };
     Ok(ws)
 }
 
-impl Client for Bare {
+impl<S: Dial + AsyncRead + AsyncWrite> Client for Bare<S> {
     async fn send(&mut self, message: Message) {
         send(self.ws(), message).await;
     }
@@ -216,6 +382,124 @@ impl Client for Bare {
         first
     }
 }
+
+/// tokio-websockets over `S` (tokio's TCP stream, or async-io's through the compat layer), with a
+/// hand-written reconnect loop.
+struct Tws<S> {
+    ws: Option<tokio_websockets::WebSocketStream<S>>,
+    addr: SocketAddr,
+    path: &'static str,
+}
+
+impl<S> Tws<S>
+where
+    S: Dial + tokio::io::AsyncRead + tokio::io::AsyncWrite,
+{
+    /// Connects on its own runtime (for the figures' loops, which run each client on its runtime).
+    fn open(addr: SocketAddr, path: &'static str) -> Self {
+        S::runtime().block_on(Self::connect(addr, path))
+    }
+
+    async fn connect(addr: SocketAddr, path: &'static str) -> Self {
+        let ws = tws_dial(addr, path).await.expect("tokio-websockets connect failed");
+        Self {
+            ws: Some(ws),
+            addr,
+            path,
+        }
+    }
+
+    fn ws(&mut self) -> &mut tokio_websockets::WebSocketStream<S> {
+        self.ws.as_mut().expect("connected")
+    }
+}
+
+async fn tws_dial<S>(
+    addr: SocketAddr,
+    path: &str,
+) -> Result<tokio_websockets::WebSocketStream<S>, Box<dyn std::error::Error>>
+where
+    S: Dial + tokio::io::AsyncRead + tokio::io::AsyncWrite,
+{
+    let stream = S::dial(addr).await?;
+    let url = url::<S>(addr, path);
+    let (ws, _response) = tokio_websockets::ClientBuilder::new()
+        .uri(&url)?
+        .connect_on(stream)
+        .await?;
+    Ok(ws)
+}
+
+/// A tungstenite message as tokio-websockets'; the payload is shared, not copied.
+fn to_tws(message: Message) -> tokio_websockets::Message {
+    match message {
+        Message::Binary(data) => tokio_websockets::Message::binary(data),
+        Message::Text(text) => tokio_websockets::Message::text(text.as_str().to_owned()),
+        other => panic!("the bench sends no {other:?}"),
+    }
+}
+
+/// A tokio-websockets message as tungstenite's; the payload is shared, not copied.
+fn from_tws(message: tokio_websockets::Message) -> Message {
+    if message.is_text() {
+        let text = message.as_text().expect("text").to_owned();
+        Message::Text(Utf8Bytes::from(text))
+    } else {
+        Message::Binary(message.into_payload().into())
+    }
+}
+
+async fn tws_recv<S>(ws: &mut tokio_websockets::WebSocketStream<S>) -> Option<Message>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        let message = ws.next().await?.ok()?;
+        // The server sends neither pings nor pongs; a Close ends the stream.
+        if message.is_binary() || message.is_text() {
+            return Some(from_tws(message));
+        }
+    }
+}
+
+impl<S> Client for Tws<S>
+where
+    S: Dial + tokio::io::AsyncRead + tokio::io::AsyncWrite,
+{
+    fn runtime(&self) -> Runtime {
+        S::runtime()
+    }
+
+    async fn send(&mut self, message: Message) {
+        self.ws().send(to_tws(message)).await.expect("send failed");
+    }
+
+    async fn recv(&mut self) -> Message {
+        tws_recv(self.ws()).await.expect("the stream ended")
+    }
+
+    async fn reconnect(&mut self) -> Message {
+        let mut ws = self.ws.take().expect("connected");
+        ws.send(to_tws(Message::text("drop"))).await.expect("send failed");
+        while tws_recv(&mut ws).await.is_some() {}
+        drop(ws);
+        let mut ws = loop {
+            if let Ok(ws) = tws_dial(self.addr, self.path).await {
+                break ws;
+            }
+        };
+        let first = tws_recv(&mut ws).await.expect("a greeting");
+        self.ws = Some(ws);
+        first
+    }
+}
+
+/// The bare socket over TCP.
+type BareTcp = Bare<Async<TcpStream>>;
+/// tokio-websockets on tokio, the reference.
+type TwsTokio = Tws<tokio::net::TcpStream>;
+/// tokio-websockets on async-io, a diagnostic variant.
+type TwsAsyncIo = Tws<Compat<Async<TcpStream>>>;
 
 /// A [`ReconnectingStream`] (or anything else that is a `Stream + Sink` of messages and reconnects itself).
 struct Ours<S>(S);
@@ -285,7 +569,7 @@ impl Client for ClientConn {
     }
 }
 
-/// Ours as the brief has it: `stream_tungstenite::connect` (default 32 KiB read buffer), immediate retry.
+/// Ours as the brief has it: `stream_tungstenite::connect` (default read buffer), immediate retry.
 fn ours(
     addr: SocketAddr,
     path: &str,
@@ -306,8 +590,8 @@ fn ours_128k(addr: SocketAddr, path: &str) -> Ours<ReconnectingStream<WsConnecto
     Ours(ReconnectingStream::new(connector).with_retry(Immediate::new()))
 }
 
-/// The bare socket with our default 32 KiB read buffer: a diagnostic variant.
-fn config_16k() -> Option<WebSocketConfig> {
+/// The bare socket with our default read buffer: a diagnostic variant.
+fn config_ours() -> Option<WebSocketConfig> {
     Some(WebSocketConfig::default().read_buffer_size(DEFAULT_READ_BUFFER))
 }
 
@@ -377,8 +661,9 @@ macro_rules! repeat {
     };
 }
 
-/// Runs `$op` (an async expression using `$c: &mut` client) on each of the `$client`s in turn, `$samples`
-/// times, rotating which goes first; returns the durations, one vector per client in the order given.
+/// Runs `$op` (an async expression using `$c: &mut` client) on each of the `$client`s in turn, each on its
+/// own runtime, `$samples` times, rotating which goes first; returns the durations, one vector per client in
+/// the order given.
 macro_rules! interleaved {
     ($samples:expr, [$($client:ident),+ $(,)?], |$c:ident| $op:expr) => {{
         let names = [$(stringify!($client)),+];
@@ -390,8 +675,9 @@ macro_rules! interleaved {
                 let mut index = 0;
                 $(
                     if index == which {
+                        let runtime = $client.runtime();
                         let $c = &mut $client;
-                        let elapsed: Duration = $op.await;
+                        let elapsed: Duration = runtime.block_on($op);
                         times[which].push(elapsed);
                     }
                     index += 1;
@@ -408,17 +694,21 @@ macro_rules! interleaved {
 // ---------------------------------------------------------------------------------------------------------------
 
 fn criterion_benches(criterion: &mut Criterion, addr: SocketAddr, mode: Mode) {
-    let mut bare = block_on(Bare::connect(addr, "/", None));
+    let mut bare = async_io::block_on(BareTcp::connect(addr, "/", None));
     let mut ours = ours(addr, "/");
+    let mut tws = TwsTokio::open(addr, "/");
     let n = mode.pick(50, 1000, 1000);
     for size in [64, 1024] {
         let mut group = criterion.benchmark_group(format!("receive_{}", size_label(size)));
         group.throughput(Throughput::Elements(n as u64 - 1));
         group.bench_function("bare", |b| {
-            b.iter_custom(|iters| block_on(repeat!(iters, flood(&mut bare, size, n))))
+            b.iter_custom(|iters| async_io::block_on(repeat!(iters, flood(&mut bare, size, n))))
         });
         group.bench_function("ours", |b| {
-            b.iter_custom(|iters| block_on(repeat!(iters, flood(&mut ours, size, n))))
+            b.iter_custom(|iters| async_io::block_on(repeat!(iters, flood(&mut ours, size, n))))
+        });
+        group.bench_function("tokio-websockets", |b| {
+            b.iter_custom(|iters| tws.runtime().block_on(repeat!(iters, flood(&mut tws, size, n))))
         });
         group.finish();
     }
@@ -426,19 +716,24 @@ fn criterion_benches(criterion: &mut Criterion, addr: SocketAddr, mode: Mode) {
     let message = echo_message();
     let mut group = criterion.benchmark_group("echo_64B");
     group.bench_function("bare", |b| {
-        b.iter_custom(|iters| block_on(repeat!(iters, echo(&mut bare, &message))))
+        b.iter_custom(|iters| async_io::block_on(repeat!(iters, echo(&mut bare, &message))))
     });
     group.bench_function("ours", |b| {
-        b.iter_custom(|iters| block_on(repeat!(iters, echo(&mut ours, &message))))
+        b.iter_custom(|iters| async_io::block_on(repeat!(iters, echo(&mut ours, &message))))
+    });
+    group.bench_function("tokio-websockets", |b| {
+        b.iter_custom(|iters| tws.runtime().block_on(repeat!(iters, echo(&mut tws, &message))))
     });
     group.finish();
 
-    let mut bare = block_on(Bare::connect(addr, GREET_PATH, None));
+    let mut bare = async_io::block_on(BareTcp::connect(addr, GREET_PATH, None));
     let mut ours = self::ours(addr, GREET_PATH);
-    block_on(async {
+    let mut tws = TwsTokio::open(addr, GREET_PATH);
+    async_io::block_on(async {
         bare.recv().await;
         ours.recv().await;
     });
+    tws.runtime().block_on(tws.recv());
     let mut group = criterion.benchmark_group("reconnect");
     // Shorter: every reconnect leaves a socket in TIME_WAIT on the server side.
     if mode == Mode::Full {
@@ -447,10 +742,13 @@ fn criterion_benches(criterion: &mut Criterion, addr: SocketAddr, mode: Mode) {
         group.sample_size(20);
     }
     group.bench_function("bare", |b| {
-        b.iter_custom(|iters| block_on(repeat!(iters, reconnect(&mut bare))))
+        b.iter_custom(|iters| async_io::block_on(repeat!(iters, reconnect(&mut bare))))
     });
     group.bench_function("ours", |b| {
-        b.iter_custom(|iters| block_on(repeat!(iters, reconnect(&mut ours))))
+        b.iter_custom(|iters| async_io::block_on(repeat!(iters, reconnect(&mut ours))))
+    });
+    group.bench_function("tokio-websockets", |b| {
+        b.iter_custom(|iters| tws.runtime().block_on(repeat!(iters, reconnect(&mut tws))))
     });
     group.finish();
 }
@@ -462,112 +760,251 @@ fn criterion_benches(criterion: &mut Criterion, addr: SocketAddr, mode: Mode) {
 mod figures {
     use super::*;
 
+    /// The variants of the throughput and latency figures, in this order.
+    const VARIANTS: usize = 6;
+
+    /// Each variant's median, and for latency its 90th and 99th percentiles.
+    #[derive(Debug, Clone, Copy)]
+    struct Medians {
+        bare: f64,
+        bare_ours_buf: f64,
+        ours: f64,
+        ours_128k: f64,
+        tws: f64,
+        tws_async_io: f64,
+    }
+
+    impl Medians {
+        fn from(values: [f64; VARIANTS]) -> Self {
+            let [bare, bare_ours_buf, ours, ours_128k, tws, tws_async_io] = values;
+            Self {
+                bare,
+                bare_ours_buf,
+                ours,
+                ours_128k,
+                tws,
+                tws_async_io,
+            }
+        }
+    }
+
     pub(super) fn receive(addr: SocketAddr, mode: Mode, size: usize) {
         let n = mode.pick(50, 1000, 1000);
         let samples = mode.pick(3, 201, 1001);
-        let [bare, bare_16k, ours, ours_128k] = block_on(async {
-            // A fresh connection per sample (see the module docs); connecting is not timed.
-            let mut times: Vec<Vec<Duration>> = (0..4).map(|_| Vec::with_capacity(samples)).collect();
-            for sample in 0..samples {
-                for turn in 0..4 {
-                    let which = (sample + turn) % 4;
-                    let elapsed = match which {
-                        0 => flood(&mut Bare::connect(addr, "/", None).await, size, n).await,
-                        1 => flood(&mut Bare::connect(addr, "/", config_16k()).await, size, n).await,
-                        2 => flood(&mut super::ours(addr, "/"), size, n).await,
-                        _ => flood(&mut super::ours_128k(addr, "/"), size, n).await,
-                    };
-                    times[which].push(elapsed);
-                }
+        // A fresh connection per sample (see the module docs); connecting is not timed.
+        let mut times: Vec<Vec<Duration>> = (0..VARIANTS).map(|_| Vec::with_capacity(samples)).collect();
+        let aio = Runtime::AsyncIo;
+        for sample in 0..samples {
+            for turn in 0..VARIANTS {
+                let which = (sample + turn) % VARIANTS;
+                let elapsed = match which {
+                    0 => aio.block_on(async { flood(&mut BareTcp::connect(addr, "/", None).await, size, n).await }),
+                    1 => aio.block_on(async {
+                        flood(&mut BareTcp::connect(addr, "/", config_ours()).await, size, n).await
+                    }),
+                    2 => aio.block_on(flood(&mut super::ours(addr, "/"), size, n)),
+                    3 => aio.block_on(flood(&mut super::ours_128k(addr, "/"), size, n)),
+                    4 => {
+                        let mut tws = TwsTokio::open(addr, "/");
+                        tws.runtime().block_on(flood(&mut tws, size, n))
+                    }
+                    _ => {
+                        let mut tws = TwsAsyncIo::open(addr, "/");
+                        tws.runtime().block_on(flood(&mut tws, size, n))
+                    }
+                };
+                times[which].push(elapsed);
             }
-            per_message(times, n - 1)
-        });
+        }
+        let m = Medians::from(percentile_per_message(&times, n - 1, 50));
         let label = format!("receive {}", size_label(size));
         let unit = "µs/msg";
         println!(
-            "ratio {label}: {:.2} (bare {bare:.3} {unit}, ours {ours:.3} {unit}) [throughput ratio bare/ours; target >= 0.97: {}]",
-            bare / ours,
-            verdict(bare / ours >= 0.97)
+            "ratio {label}: {:.2} (bare {:.3} {unit}, ours {:.3} {unit}) [throughput ratio bare/ours; target >= 0.97: {}]",
+            m.bare / m.ours,
+            m.bare,
+            m.ours,
+            verdict(m.bare / m.ours >= 0.97)
         );
         println!(
-            "    same read buffer (ours): {:.2} (bare-ours-buf {bare_16k:.3} {unit}, ours {ours:.3} {unit})",
-            bare_16k / ours
+            "    vs tokio-websockets: {:.2} (tokio-websockets {:.3} {unit}, ours {:.3} {unit}) [throughput ratio tokio-websockets/ours]",
+            m.tws / m.ours,
+            m.tws,
+            m.ours
         );
         println!(
-            "    same 128 KiB read buffer: {:.2} (bare {bare:.3} {unit}, ours-128K {ours_128k:.3} {unit})",
-            bare / ours_128k
+            "    same read buffer (ours): {:.2} (bare-ours-buf {:.3} {unit}, ours {:.3} {unit})",
+            m.bare_ours_buf / m.ours,
+            m.bare_ours_buf,
+            m.ours
+        );
+        println!(
+            "    same 128 KiB read buffer: {:.2} (bare {:.3} {unit}, ours-128K {:.3} {unit})",
+            m.bare / m.ours_128k,
+            m.bare,
+            m.ours_128k
+        );
+        println!(
+            "    tokio-websockets on async-io: {:.2} (tokio-websockets-async-io {:.3} {unit}, ours {:.3} {unit})",
+            m.tws_async_io / m.ours,
+            m.tws_async_io,
+            m.ours
         );
     }
 
-    pub(super) fn echo(addr: SocketAddr, mode: Mode) {
+    pub(super) fn echo(addr: SocketAddr, mode: Mode, setup: &str) {
         let samples = mode.pick(5, 2001, 20001);
         let message = echo_message();
-        let [bare, bare_16k, ours, ours_128k] = block_on(async {
-            let mut bare = Bare::connect(addr, "/", None).await;
-            let mut bare_16k = Bare::connect(addr, "/", config_16k()).await;
-            let mut ours = super::ours(addr, "/");
-            let mut ours_128k = super::ours_128k(addr, "/");
-            let warm_up = mode.pick(1, 100, 1000);
-            let _ = interleaved!(warm_up, [bare, bare_16k, ours, ours_128k], |c| super::echo(c, &message));
-            let times = interleaved!(samples, [bare, bare_16k, ours, ours_128k], |c| super::echo(c, &message));
-            per_message(times, 1)
-        });
-        latency_lines(
-            &format!("echo {}", size_label(ECHO_LEN)),
-            1.05,
-            [bare, bare_16k, ours, ours_128k],
+        let aio = Runtime::AsyncIo;
+        let mut bare = aio.block_on(BareTcp::connect(addr, "/", None));
+        let mut bare_ours_buf = aio.block_on(BareTcp::connect(addr, "/", config_ours()));
+        let mut ours = super::ours(addr, "/");
+        let mut ours_128k = super::ours_128k(addr, "/");
+        let mut tws = TwsTokio::open(addr, "/");
+        let mut tws_async_io = TwsAsyncIo::open(addr, "/");
+        let warm_up = mode.pick(1, 100, 1000);
+        let _ = interleaved!(
+            warm_up,
+            [bare, bare_ours_buf, ours, ours_128k, tws, tws_async_io],
+            |c| super::echo(c, &message)
+        );
+        let times = interleaved!(
+            samples,
+            [bare, bare_ours_buf, ours, ours_128k, tws, tws_async_io],
+            |c| super::echo(c, &message)
+        );
+        let label = format!("echo {}{setup}", size_label(ECHO_LEN));
+        latency_lines(&label, 1.05, Medians::from(percentile_per_message(&times, 1, 50)));
+        let p90 = Medians::from(percentile_per_message(&times, 1, 90));
+        let p99 = Medians::from(percentile_per_message(&times, 1, 99));
+        println!(
+            "    p90 / p99: ours {:.1} / {:.1} µs, bare {:.1} / {:.1} µs, tokio-websockets {:.1} / {:.1} µs",
+            p90.ours, p99.ours, p90.bare, p99.bare, p90.tws, p99.tws
         );
     }
 
     pub(super) fn reconnect(addr: SocketAddr, mode: Mode) {
         let samples = mode.pick(3, 201, 1001);
-        let [bare, bare_16k, ours, ours_128k] = block_on(async {
-            let mut bare = Bare::connect(addr, GREET_PATH, None).await;
-            let mut bare_16k = Bare::connect(addr, GREET_PATH, config_16k()).await;
-            let mut ours = super::ours(addr, GREET_PATH);
-            let mut ours_128k = super::ours_128k(addr, GREET_PATH);
-            // Take each first connection's greeting (this also connects ours).
-            bare.recv().await;
-            bare_16k.recv().await;
-            ours.recv().await;
-            ours_128k.recv().await;
-            let warm_up = mode.pick(1, 10, 50);
-            let _ = interleaved!(warm_up, [bare, bare_16k, ours, ours_128k], |c| { super::reconnect(c) });
-            let times = interleaved!(samples, [bare, bare_16k, ours, ours_128k], |c| { super::reconnect(c) });
-            per_message(times, 1)
+        let aio = Runtime::AsyncIo;
+        let mut bare = aio.block_on(BareTcp::connect(addr, GREET_PATH, None));
+        let mut bare_ours_buf = aio.block_on(BareTcp::connect(addr, GREET_PATH, config_ours()));
+        let mut ours = super::ours(addr, GREET_PATH);
+        let mut ours_128k = super::ours_128k(addr, GREET_PATH);
+        let mut tws = TwsTokio::open(addr, GREET_PATH);
+        let mut tws_async_io = TwsAsyncIo::open(addr, GREET_PATH);
+        // Take each first connection's greeting (this also connects ours).
+        let _ = interleaved!(1, [bare, bare_ours_buf, ours, ours_128k, tws, tws_async_io], |c| {
+            async {
+                c.recv().await;
+                Duration::ZERO
+            }
         });
-        latency_lines("reconnect", 1.1, [bare, bare_16k, ours, ours_128k]);
+        let warm_up = mode.pick(1, 10, 50);
+        let _ = interleaved!(
+            warm_up,
+            [bare, bare_ours_buf, ours, ours_128k, tws, tws_async_io],
+            |c| super::reconnect(c)
+        );
+        let times = interleaved!(
+            samples,
+            [bare, bare_ours_buf, ours, ours_128k, tws, tws_async_io],
+            |c| super::reconnect(c)
+        );
+        latency_lines("reconnect", 1.1, Medians::from(percentile_per_message(&times, 1, 50)));
     }
 
-    /// Median per message, in µs, for each variant.
-    fn per_message(times: Vec<Vec<Duration>>, messages: usize) -> [f64; 4] {
-        let medians: Vec<f64> = times
-            .into_iter()
-            .map(|t| median(t).as_secs_f64() * 1e6 / messages as f64)
+    /// `WS_BENCH_ROLE=echo-<variant>`: round trips of one variant, and their median.
+    pub(super) fn echo_child(variant: &str) {
+        let addr: SocketAddr = std::env::var(ADDR_ENV)
+            .expect("WS_BENCH_ADDR")
+            .parse()
+            .expect("an address");
+        let rounds: usize = std::env::var("WS_BENCH_ROUNDS").map_or(10_000, |n| n.parse().expect("a number"));
+        let message = echo_message();
+        fn run<C: Client>(mut client: C, rounds: usize, message: &Message) -> Vec<Duration> {
+            let flood: Option<usize> = std::env::var("WS_BENCH_FLOOD")
+                .ok()
+                .map(|size| size.parse().expect("a size"));
+            let runtime = client.runtime();
+            runtime.block_on(async {
+                let mut times = Vec::with_capacity(rounds);
+                for _ in 0..rounds {
+                    times.push(match flood {
+                        Some(size) => super::flood(&mut client, size, 1000).await,
+                        None => super::echo(&mut client, message).await,
+                    });
+                }
+                times
+            })
+        }
+        let aio = Runtime::AsyncIo;
+        let times = match variant {
+            "bare" => run(aio.block_on(BareTcp::connect(addr, "/", None)), rounds, &message),
+            "ours" => {
+                let mut ours = super::ours(addr, "/");
+                // Connected before the rounds.
+                aio.block_on(super::echo(&mut ours, &message));
+                run(ours, rounds, &message)
+            }
+            "tokio-websockets" => run(TwsTokio::open(addr, "/"), rounds, &message),
+            "tokio-websockets-async-io" => run(TwsAsyncIo::open(addr, "/"), rounds, &message),
+            other => panic!("unknown variant {other}"),
+        };
+        println!(
+            "echo {variant}: {rounds} rounds, p50 {:.1} µs",
+            percentile(&times, 50).as_secs_f64() * 1e6
+        );
+    }
+
+    /// The `percentile`th percentile per message, in µs, for each variant.
+    fn percentile_per_message(times: &[Vec<Duration>], messages: usize, percentile: usize) -> [f64; VARIANTS] {
+        let values: Vec<f64> = times
+            .iter()
+            .map(|t| super::percentile(t, percentile).as_secs_f64() * 1e6 / messages as f64)
             .collect();
-        medians.try_into().expect("four variants")
+        values.try_into().expect("six variants")
     }
 
-    fn latency_lines(label: &str, target: f64, [bare, bare_16k, ours, ours_128k]: [f64; 4]) {
+    fn latency_lines(label: &str, target: f64, m: Medians) {
         println!(
-            "latency ratio {label} (ours/bare): {:.2} (bare {bare:.1} µs, ours {ours:.1} µs) [target <= {target}: {}]",
-            ours / bare,
-            verdict(ours / bare <= target)
+            "latency ratio {label} (ours/bare): {:.2} (bare {:.1} µs, ours {:.1} µs) [target <= {target}: {}]",
+            m.ours / m.bare,
+            m.bare,
+            m.ours,
+            verdict(m.ours / m.bare <= target)
         );
         println!(
-            "    same read buffer (ours): {:.2} (bare-ours-buf {bare_16k:.1} µs, ours {ours:.1} µs)",
-            ours / bare_16k
+            "    vs tokio-websockets (ours/tokio-websockets): {:.2} (tokio-websockets {:.1} µs, ours {:.1} µs)",
+            m.ours / m.tws,
+            m.tws,
+            m.ours
         );
         println!(
-            "    same 128 KiB read buffer: {:.2} (bare {bare:.1} µs, ours-128K {ours_128k:.1} µs)",
-            ours_128k / bare
+            "    same read buffer (ours): {:.2} (bare-ours-buf {:.1} µs, ours {:.1} µs)",
+            m.ours / m.bare_ours_buf,
+            m.bare_ours_buf,
+            m.ours
+        );
+        println!(
+            "    same 128 KiB read buffer: {:.2} (bare {:.1} µs, ours-128K {:.1} µs)",
+            m.ours_128k / m.bare,
+            m.bare,
+            m.ours_128k
+        );
+        println!(
+            "    tokio-websockets on async-io: {:.2} (tokio-websockets-async-io {:.1} µs, ours {:.1} µs)",
+            m.ours / m.tws_async_io,
+            m.tws_async_io,
+            m.ours
         );
     }
 }
 
-fn median(mut times: Vec<Duration>) -> Duration {
-    times.sort_unstable();
-    times[times.len() / 2]
+/// The `percentile`th percentile of `times` (50: the median).
+fn percentile(times: &[Duration], percentile: usize) -> Duration {
+    let mut sorted = times.to_vec();
+    sorted.sort_unstable();
+    sorted[(sorted.len() * percentile / 100).min(sorted.len() - 1)]
 }
 
 fn verdict(met: bool) -> &'static str {
@@ -593,10 +1030,21 @@ fn size_label(size: usize) -> String {
 mod memory {
     use super::*;
 
-    const VARIANTS: [&str; 5] = ["bare", "bare-ours-buf", "ours", "ours-128K", "client"];
+    const VARIANTS: [&str; 10] = [
+        "bare",
+        "bare-ours-buf",
+        "ours",
+        "ours-128K",
+        "client",
+        "tokio-websockets",
+        "tokio-websockets-async-io",
+        "bare-wss",
+        "ours-wss",
+        "tokio-websockets-wss",
+    ];
 
     /// Runs each variant in fresh child processes and prints the figure.
-    pub(super) fn figure(addr: SocketAddr, mode: Mode) {
+    pub(super) fn figure(server: &ServerProcess, mode: Mode) {
         let Some(_) = rss_kib() else {
             println!("idle memory: not measured (no /proc/self/status)");
             return;
@@ -607,43 +1055,59 @@ mod memory {
         for run in 0..runs {
             for turn in 0..VARIANTS.len() {
                 let which = (run + turn) % VARIANTS.len();
-                per_connection[which].push(run_child(addr, VARIANTS[which], connections));
+                per_connection[which].push(run_child(server, VARIANTS[which], connections));
             }
         }
-        let [bare, bare_16k, ours, ours_128k, client]: [f64; 5] = per_connection
+        let kib: Vec<f64> = per_connection
             .into_iter()
             .map(|mut kib| {
                 kib.sort_by(f64::total_cmp);
                 kib[kib.len() / 2]
             })
-            .collect::<Vec<_>>()
-            .try_into()
-            .expect("five variants");
+            .collect();
+        let [bare, bare_ours_buf, ours, ours_128k, client, tws, tws_async_io, bare_wss, ours_wss, tws_wss]: [f64; 10] =
+            kib.try_into().expect("ten variants");
         println!(
             "ratio idle memory per connection (ours/bare): {:.2} (bare {bare:.1} KiB, ours {ours:.1} KiB) [RSS growth over {connections} connections, median of {runs} processes; target <= 0.5: {}]",
             ours / bare,
             verdict(ours / bare <= 0.5)
         );
         println!(
-            "    same read buffer (ours): {:.2} (bare-ours-buf {bare_16k:.1} KiB, ours {ours:.1} KiB)",
-            ours / bare_16k
+            "    vs tokio-websockets (ours/tokio-websockets): {:.2} (tokio-websockets {tws:.1} KiB, ours {ours:.1} KiB) [ours <= 6 KiB: {}]",
+            ours / tws,
+            verdict(ours <= 6.0)
+        );
+        println!(
+            "    same read buffer (ours): {:.2} (bare-ours-buf {bare_ours_buf:.1} KiB, ours {ours:.1} KiB)",
+            ours / bare_ours_buf
         );
         println!(
             "    same 128 KiB read buffer: {:.2} (bare {bare:.1} KiB, ours-128K {ours_128k:.1} KiB)",
             ours_128k / bare
         );
         println!(
-            "idle WebSocketClient over ReconnectingStream: {:+.1} KiB per connection (client {client:.1} KiB, ours {ours:.1} KiB) [target <= +4: {}]",
+            "    tokio-websockets on async-io: {:.2} (tokio-websockets-async-io {tws_async_io:.1} KiB, ours {ours:.1} KiB)",
+            ours / tws_async_io
+        );
+        println!(
+            "idle memory per wss connection (ours/bare): {:.2} (bare-wss {bare_wss:.1} KiB, ours-wss {ours_wss:.1} KiB; tokio-websockets-wss {tws_wss:.1} KiB, ours/tokio-websockets {:.2}) [same TLS stack: rustls through futures-rustls]",
+            ours_wss / bare_wss,
+            ours_wss / tws_wss
+        );
+        println!(
+            "idle WebSocketClient: {client:.1} KiB per connection ({:+.1} KiB over ReconnectingStream, ours {ours:.1} KiB) [client <= 10 KiB: {}]",
             client - ours,
-            verdict(client - ours <= 4.0)
+            verdict(client <= 10.0)
         );
     }
 
     /// KiB per connection, measured by a child process.
-    fn run_child(addr: SocketAddr, variant: &str, connections: usize) -> f64 {
+    fn run_child(server: &ServerProcess, variant: &str, connections: usize) -> f64 {
         let output = Command::new(std::env::current_exe().expect("own executable"))
             .env(ROLE_ENV, format!("idle-{variant}"))
-            .env(ADDR_ENV, addr.to_string())
+            .env(ADDR_ENV, server.addr.to_string())
+            .env(TLS_ADDR_ENV, server.tls_addr.to_string())
+            .env(CERT_ENV, data_encoding::HEXLOWER.encode(&server.cert))
             .env(CONNECTIONS_ENV, connections.to_string())
             .stdin(Stdio::null())
             .stderr(Stdio::inherit())
@@ -666,32 +1130,48 @@ mod memory {
 
     /// The child: opens the connections, prints `idle-rss-kib <before> <after>`.
     pub(super) fn child(variant: &str) {
-        let addr: SocketAddr = std::env::var(ADDR_ENV)
-            .expect("server address")
-            .parse()
-            .expect("a socket address");
-        let connections: usize = std::env::var(CONNECTIONS_ENV)
-            .expect("connection count")
-            .parse()
-            .expect("a number");
-        let (before, after) = block_on(async {
-            match variant {
-                "bare" => idle(connections, || Bare::connect(addr, "/", None)).await,
-                "bare-ours-buf" => idle(connections, || Bare::connect(addr, "/", config_16k())).await,
-                "ours" => idle(connections, || async move { ours(addr, "/") }).await,
-                "ours-128K" => idle(connections, || async move { ours_128k(addr, "/") }).await,
-                "client" => {
-                    let executor = smol::LocalExecutor::new();
-                    executor
-                        .run(idle(connections, || {
-                            let conn = ClientConn::open(&executor, addr);
-                            async move { conn }
-                        }))
-                        .await
-                }
-                other => panic!("unknown variant {other}"),
+        let env = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is set"));
+        let addrs = Addrs {
+            ws: env(ADDR_ENV).parse().expect("a socket address"),
+            wss: env(TLS_ADDR_ENV).parse().expect("a socket address"),
+        };
+        let connections: usize = env(CONNECTIONS_ENV).parse().expect("a number");
+        let cert = CertificateDer::from(data_encoding::HEXLOWER.decode(env(CERT_ENV).as_bytes()).expect("hex"));
+        let _ = TLS.set(tls_config(cert));
+        let addr = addrs.ws;
+        let aio = Runtime::AsyncIo;
+        let (before, after) = match variant {
+            "bare" => aio.block_on(idle(connections, || BareTcp::connect(addr, "/", None))),
+            "bare-ours-buf" => aio.block_on(idle(connections, || BareTcp::connect(addr, "/", config_ours()))),
+            "ours" => aio.block_on(idle(connections, || async move { ours(addr, "/") })),
+            "ours-128K" => aio.block_on(idle(connections, || async move { ours_128k(addr, "/") })),
+            "client" => {
+                let executor = smol::LocalExecutor::new();
+                aio.block_on(executor.run(idle(connections, || {
+                    let conn = ClientConn::open(&executor, addr);
+                    async move { conn }
+                })))
             }
-        });
+            "tokio-websockets" => Runtime::tokio().block_on(idle(connections, || TwsTokio::connect(addr, "/"))),
+            "tokio-websockets-async-io" => aio.block_on(idle(connections, || TwsAsyncIo::connect(addr, "/"))),
+            "bare-wss" => aio.block_on(idle(connections, || {
+                Bare::<TlsStream<Async<TcpStream>>>::connect(addrs.wss, "/", None)
+            })),
+            "ours-wss" => {
+                // One connector for all: its TLS configuration is shared, as an application's would be.
+                let connector = WsConnector::builder(format!("wss://localhost:{}/", addrs.wss.port()))
+                    .with_rustls_config(Arc::clone(TLS.get().expect("set above")))
+                    .build();
+                aio.block_on(idle(connections, || {
+                    let connector = connector.clone();
+                    async move { Ours(ReconnectingStream::new(connector).with_retry(Immediate::new())) }
+                }))
+            }
+            "tokio-websockets-wss" => aio.block_on(idle(connections, || {
+                Tws::<Compat<TlsStream<Async<TcpStream>>>>::connect(addrs.wss, "/")
+            })),
+            other => panic!("unknown variant {other}"),
+        };
         println!("idle-rss-kib {before} {after}");
     }
 
@@ -782,6 +1262,9 @@ struct ServerProcess {
     child: Child,
     _stdin: ChildStdin,
     addr: SocketAddr,
+    tls_addr: SocketAddr,
+    /// Its certificate (DER).
+    cert: Vec<u8>,
 }
 
 impl ServerProcess {
@@ -807,11 +1290,18 @@ impl ServerProcess {
         BufReader::new(child.stdout.take().expect("piped stdout"))
             .read_line(&mut line)
             .expect("server address");
-        let addr = line.trim().parse().expect("server printed its address");
+        // "<ws address> <wss address> <certificate, hex>"
+        let mut fields = line.split_whitespace();
+        let mut field = || fields.next().expect("the server printed its addresses and certificate");
+        let addr = field().parse().expect("an address");
+        let tls_addr = field().parse().expect("an address");
+        let cert = data_encoding::HEXLOWER.decode(field().as_bytes()).expect("hex");
         Self {
             child,
             _stdin: stdin,
             addr,
+            tls_addr,
+            cert,
         }
     }
 }
@@ -825,12 +1315,15 @@ impl Drop for ServerProcess {
 
 mod server {
     use super::*;
+    use futures_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    use futures_rustls::rustls::ServerConfig;
 
-    /// The server process: prints its address, then serves until its stdin closes.
+    /// The server process: prints its addresses and certificate, then serves until its stdin closes.
     ///
     /// Per connection: on [`GREET_PATH`] it first sends [`GREETING`]; it echoes binary messages; on the text
     /// `flood <size> <n>` it writes `n` binary frames of `size` bytes straight to the socket (pre-encoded, so
     /// the client, not the server, is the bottleneck); on `drop` it drops the TCP connection (no Close frame).
+    /// The same over TLS on the second address.
     pub(super) fn run() {
         std::thread::spawn(|| {
             let mut buf = [0u8; 64];
@@ -839,24 +1332,58 @@ mod server {
         });
         let listener = Async::<TcpListener>::bind(([127, 0, 0, 1], 0)).expect("bind");
         let addr = listener.get_ref().local_addr().expect("local address");
+        let tls_listener = Async::<TcpListener>::bind(([127, 0, 0, 1], 0)).expect("bind");
+        let tls_addr = tls_listener.get_ref().local_addr().expect("local address");
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("a certificate");
+        let cert = certified.cert.der().clone();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der()));
+        let provider = Arc::new(futures_rustls::rustls::crypto::ring::default_provider());
+        let config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key)
+            .expect("a server configuration");
+        let acceptor = futures_rustls::TlsAcceptor::from(Arc::new(config));
         let mut stdout = std::io::stdout();
-        writeln!(stdout, "{addr}")
+        writeln!(stdout, "{addr} {tls_addr} {}", data_encoding::HEXLOWER.encode(&cert))
             .and_then(|()| stdout.flush())
             .expect("stdout");
 
         let executor = smol::LocalExecutor::new();
-        block_on(executor.run(async {
+        let plain = async {
             loop {
                 match listener.accept().await {
-                    Ok((tcp, _)) => executor.spawn(serve(tcp)).detach(),
+                    Ok((tcp, _)) => {
+                        let _ = tcp.get_ref().set_nodelay(true);
+                        executor.spawn(serve(tcp)).detach();
+                    }
                     Err(error) => eprintln!("[bench server] accept failed: {error}"),
                 }
             }
-        }))
+        };
+        let tls = async {
+            loop {
+                match tls_listener.accept().await {
+                    Ok((tcp, _)) => {
+                        let _ = tcp.get_ref().set_nodelay(true);
+                        let acceptor = acceptor.clone();
+                        executor
+                            .spawn(async move {
+                                if let Ok(tls) = acceptor.accept(tcp).await {
+                                    serve(tls).await;
+                                }
+                            })
+                            .detach();
+                    }
+                    Err(error) => eprintln!("[bench server] accept failed: {error}"),
+                }
+            }
+        };
+        async_io::block_on(executor.run(futures::future::join(plain, tls)));
     }
 
-    async fn serve(tcp: Async<TcpStream>) {
-        let _ = tcp.get_ref().set_nodelay(true);
+    async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S) {
         let mut path = String::new();
         // The signature is tungstenite's.
         #[allow(clippy::result_large_err)]
@@ -865,7 +1392,7 @@ mod server {
             Ok(response)
         };
         let config = WebSocketConfig::default().read_buffer_size(SERVER_READ_BUFFER);
-        let Ok(mut ws) = async_tungstenite::accept_hdr_async_with_config(tcp, callback, Some(config)).await else {
+        let Ok(mut ws) = async_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)).await else {
             return;
         };
         if path == GREET_PATH && ws.send(Message::text(GREETING)).await.is_err() {
@@ -897,7 +1424,7 @@ mod server {
                     let bytes = &frames.as_ref().expect("just set").1;
                     // Nothing is buffered in tungstenite here (every send was flushed), so writing frames
                     // straight to the socket keeps the stream well-formed.
-                    if ws.get_mut().write_all(bytes).await.is_err() {
+                    if ws.get_mut().write_all(bytes).await.is_err() || ws.get_mut().flush().await.is_err() {
                         return;
                     }
                 }

@@ -89,7 +89,28 @@ impl Default for Liveness {
 /// Close first), so the flush fails with [`ConnectionError::WrittenAfterEnd`]: a `ReconnectingStream` then
 /// sends it again on the next connection, or hands it back. Such a message may arrive twice. The messages
 /// received before the end are still delivered.
+///
+/// # Memory
+///
+/// An idle connection holds about 5 KiB: tungstenite's read buffer is [`DEFAULT_READ_BUFFER`] (2 KiB) and
+/// a burst of data is read ahead into a larger buffer that exists only while data keeps arriving. The
+/// connection itself is a small handle to one allocation, so that a
+/// [`ReconnectingStream`](crate::ReconnectingStream), which keeps room for a connection and a draining one,
+/// stays small too.
+///
+/// [`DEFAULT_READ_BUFFER`]: super::DEFAULT_READ_BUFFER
 pub struct WsConnection {
+    /// The connection's state, boxed (see [Memory](Self#memory)).
+    conn: Box<Conn>,
+    /// Set by a [`WsConnector`](super::WsConnector) of several endpoints: dropped before the connection was
+    /// stable, it moves the connector's endpoint ring on.
+    pub(super) rotation: Option<super::ring::RotateOnEarlyDrop>,
+    /// The upgrade's response (none for a connection made by `from_raw_socket`).
+    pub(super) response: Option<Box<Response>>,
+}
+
+/// A [`WsConnection`]'s state.
+struct Conn {
     /// tungstenite's WebSocket over the transport, driven here directly (as async-tungstenite's
     /// `WebSocketStream` would), so that a message goes from tungstenite's `read` to the caller without
     /// passing through another function's return value.
@@ -109,11 +130,6 @@ pub struct WsConnection {
     ready: bool,
     /// The Close frame is queued: `poll_close` only flushes it.
     closing: bool,
-    /// Set by a [`WsConnector`](super::WsConnector) of several endpoints: dropped before the connection was
-    /// stable, it moves the connector's endpoint ring on.
-    pub(super) rotation: Option<super::ring::RotateOnEarlyDrop>,
-    /// The upgrade's response (none for a connection made by `from_raw_socket`).
-    pub(super) response: Option<Box<Response>>,
     /// tungstenite may hold a complete frame: a read returned a message, and no read found the buffer empty
     /// since.
     buffered: bool,
@@ -145,12 +161,13 @@ pub struct WsConnection {
 
 impl std::fmt::Debug for WsConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let conn = &self.conn;
         f.debug_struct("WsConnection")
-            .field("protocol", &self.protocol)
-            .field("ended", &self.ended)
-            .field("peer_closed", &self.peer_closed)
-            .field("read_ahead", &self.ahead.len())
-            .field("heartbeat", &self.heartbeat)
+            .field("protocol", &conn.protocol)
+            .field("ended", &conn.ended)
+            .field("peer_closed", &conn.peer_closed)
+            .field("read_ahead", &conn.ahead.len())
+            .field("heartbeat", &conn.heartbeat)
             .finish_non_exhaustive()
     }
 }
@@ -174,7 +191,7 @@ impl WsConnection {
             Hook::<Message>::on_start(&mut heartbeat);
             heartbeat
         });
-        Self {
+        let conn = Conn {
             ws: WebSocket::from_raw_socket(io, Role::Client, Some(config)),
             wakers,
             reader: None,
@@ -184,8 +201,6 @@ impl WsConnection {
             ended: false,
             ready: true,
             closing: false,
-            rotation: None,
-            response: None,
             buffered: false,
             unflushed: false,
             detour: false,
@@ -201,6 +216,11 @@ impl WsConnection {
             grace: None,
             close_frame: None,
             shared_close_frame: liveness.close_frame,
+        };
+        Self {
+            conn: Box::new(conn),
+            rotation: None,
+            response: None,
         }
     }
 
@@ -228,25 +248,27 @@ impl WsConnection {
     /// connector's ([`WsConnectorBuilder::with_close_frame`](super::WsConnectorBuilder::with_close_frame)) is
     /// sent, or a Close without a code.
     pub fn close_with(&mut self, code: u16, reason: &str) {
-        self.close_frame = Some(close_frame(code, reason));
+        self.conn.close_frame = Some(close_frame(code, reason));
     }
 
     /// The subprotocol the server selected, if any.
     pub fn protocol(&self) -> Option<&str> {
-        self.protocol.as_deref()
+        self.conn.protocol.as_deref()
     }
 
     /// The TCP socket under the WebSocket (under TLS for `wss://`); `None` for a connection made with
     /// [`from_raw_socket`](Self::from_raw_socket).
     pub fn tcp_stream(&self) -> Option<&std::net::TcpStream> {
-        self.ws.get_ref().transport.tcp().map(|tcp| tcp.get_ref())
+        self.conn.ws.get_ref().transport.tcp().map(|tcp| tcp.get_ref())
     }
 
     /// The WebSocket configuration (limits and buffer sizes) of this connection.
     pub fn config(&self) -> &WebSocketConfig {
-        self.ws.get_config()
+        self.conn.ws.get_config()
     }
+}
 
+impl Conn {
     #[inline(always)]
     fn register_reader(&mut self, waker: &Waker) {
         if !self.reader.as_ref().is_some_and(|reader| reader.will_wake(waker)) {
@@ -274,7 +296,7 @@ impl Stream for WsConnection {
     // tungstenite's result to the caller's; the rare paths are out of line.
     #[inline(always)]
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
+        let this = &mut *self.get_mut().conn;
         if this.ended || this.detour {
             return this.poll_detour(cx);
         }
@@ -282,7 +304,7 @@ impl Stream for WsConnection {
     }
 }
 
-impl WsConnection {
+impl Conn {
     /// Reads the next message from tungstenite (and the socket).
     #[inline(always)]
     fn read(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, ConnectionError>>> {
@@ -543,7 +565,7 @@ impl Sink<Message> for WsConnection {
     type Error = ConnectionError;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ConnectionError>> {
-        let this = self.get_mut();
+        let this = &mut *self.get_mut().conn;
         if this.buffered {
             // What has arrived may hold the server's end: look before writing (see the type's docs).
             this.look_ahead(cx);
@@ -556,7 +578,7 @@ impl Sink<Message> for WsConnection {
     }
 
     fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), ConnectionError> {
-        let this = self.get_mut();
+        let this = &mut *self.get_mut().conn;
         if this.has_ended_ahead() {
             this.write_after_end(item);
             return Ok(());
@@ -582,7 +604,7 @@ impl Sink<Message> for WsConnection {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ConnectionError>> {
-        let this = self.get_mut();
+        let this = &mut *self.get_mut().conn;
         if this.wrote_late {
             return this.poll_flush_late(cx);
         }
@@ -595,7 +617,7 @@ impl Sink<Message> for WsConnection {
 
     /// Sends a Close frame, then waits for the server's Close or the end of the connection.
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ConnectionError>> {
-        let this = self.get_mut();
+        let this = &mut *self.get_mut().conn;
         this.ready = true;
         this.register_writer(cx.waker());
         let sent = if this.closing {
@@ -741,5 +763,84 @@ impl Write for SyncIo {
 
     fn flush(&mut self) -> io::Result<()> {
         self.poll(|transport, cx| transport.poll_flush(cx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    use async_tungstenite::tungstenite::{self, Message};
+    use futures_util::{SinkExt, StreamExt};
+
+    use super::WsConnection;
+    use crate::ws::DEFAULT_READ_BUFFER;
+
+    /// A `ReconnectingStream` keeps a connection (and room for a draining one) inline: the handle stays small.
+    #[test]
+    fn a_connection_is_a_small_handle() {
+        assert!(
+            std::mem::size_of::<WsConnection>() <= 96,
+            "{} bytes",
+            std::mem::size_of::<WsConnection>()
+        );
+    }
+
+    /// With the small default read buffer, messages much larger than it, a burst of small ones, and a message
+    /// after a quiet spell (when the socket is waited on rather than read) all arrive whole and in order.
+    #[test]
+    fn messages_of_every_size_arrive_whole_through_the_small_read_buffer() {
+        let sizes = [1, 125, 126, 2047, 2048, 2049, 10_000, 65_535, 65_536, 1 << 20];
+        let burst = 5_000;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (tcp, _) = listener.accept().unwrap();
+            tcp.set_nodelay(true).unwrap();
+            let mut ws = tungstenite::accept(tcp).unwrap();
+            for (i, size) in sizes.iter().enumerate() {
+                ws.write(Message::binary(vec![i as u8; *size])).unwrap();
+            }
+            for i in 0..burst {
+                ws.write(Message::binary((i as u32).to_be_bytes().repeat(16))).unwrap();
+            }
+            ws.flush().unwrap();
+            // A quiet spell, then one more; then echo what comes.
+            std::thread::sleep(Duration::from_millis(50));
+            ws.send(Message::text("after")).unwrap();
+            loop {
+                match ws.read() {
+                    Ok(message) if message.is_binary() => ws.send(message).unwrap(),
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        async_io::block_on(async {
+            let mut conn = crate::connect(format!("ws://{addr}/")).await.unwrap();
+            assert_eq!(conn.config().read_buffer_size, DEFAULT_READ_BUFFER);
+            for (i, size) in sizes.iter().enumerate() {
+                let message = conn.next().await.unwrap().unwrap();
+                assert_eq!(message.len(), *size, "message {i}");
+                assert!(message.into_data().iter().all(|&byte| byte == i as u8), "message {i}");
+            }
+            for i in 0..burst {
+                let message = conn.next().await.unwrap().unwrap();
+                assert_eq!(
+                    message.into_data(),
+                    (i as u32).to_be_bytes().repeat(16),
+                    "burst message {i}"
+                );
+            }
+            assert_eq!(conn.next().await.unwrap().unwrap(), Message::text("after"));
+            for round in 0..100_u32 {
+                conn.send(Message::binary(round.to_be_bytes().to_vec())).await.unwrap();
+                let echo = conn.next().await.unwrap().unwrap();
+                assert_eq!(echo.into_data(), round.to_be_bytes().to_vec(), "echo {round}");
+            }
+            conn.close().await.unwrap();
+        });
+        server.join().unwrap();
     }
 }

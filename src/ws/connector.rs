@@ -29,11 +29,12 @@ use crate::reconnect::DEFAULT_STABLE_AFTER;
 use crate::redact::redact_url;
 use crate::time::Timer;
 
-/// The default read buffer per connection: 32 KiB (tungstenite's own default is 128 KiB, zero-filled on the
+/// The default read buffer per connection: 2 KiB (tungstenite's own default is 128 KiB, zero-filled on the
 /// first read: most of an idle connection's memory). A busy connection reads ahead up to 96 KiB per system
-/// call into a buffer of its own, freed as soon as the socket has nothing more, so it reads as fast as with a
-/// large buffer while an idle one keeps only these 32 KiB.
-pub const DEFAULT_READ_BUFFER: usize = 32 * 1024;
+/// call into a buffer of its own, freed as soon as the socket has nothing more, which this small buffer then
+/// takes a part at a time: it reads as fast as with a large buffer while an idle one keeps only these 2 KiB.
+/// A message larger than the buffer grows it while it arrives.
+pub const DEFAULT_READ_BUFFER: usize = 2 * 1024;
 
 /// The default cap on a server's `Retry-After`: 5 minutes.
 ///

@@ -127,15 +127,14 @@ pub(crate) struct Transport {
     /// `pending[consumed..filled]` is still to be served.
     consumed: usize,
     filled: usize,
-    /// Direct reads in a row that filled the caller's buffer.
-    full_reads: u8,
 }
 
 /// The read-ahead buffer's size while a connection is busy. Below glibc's mmap threshold (128 KiB), so
 /// allocating it is cheap.
 const READ_AHEAD: usize = 96 * 1024;
-/// A direct read that fills at least this much of the caller's buffer means more is waiting: read ahead.
-const BUSY_READ: usize = 4 * 1024;
+/// A direct read that fills the caller's buffer, of at least this much, means more is waiting: read ahead.
+/// (A smaller read is the tail of the WebSocket's buffer, which says little.)
+const BUSY_READ: usize = 1024;
 
 thread_local! {
     /// One spare read-ahead buffer per thread, so that a connection that turns busy again does not allocate
@@ -155,6 +154,12 @@ fn take_buffer() -> Vec<u8> {
     }
 }
 
+/// The thread's spare read-ahead buffer, if it has one (never allocates).
+fn take_spare() -> Option<Vec<u8>> {
+    let spare = SPARE.try_with(Cell::take).ok()?;
+    (spare.len() == READ_AHEAD).then_some(spare)
+}
+
 /// Keeps `buffer` as the thread's spare (dropping the one there, if any).
 fn give_back(buffer: Vec<u8>) {
     if buffer.len() == READ_AHEAD {
@@ -172,7 +177,6 @@ impl Transport {
             pending: Vec::new(),
             consumed: 0,
             filled: 0,
-            full_reads: 0,
         }
     }
 
@@ -201,10 +205,15 @@ impl Transport {
 
 impl AsyncRead for Transport {
     /// Serves what was read ahead, else reads. The read-ahead buffer exists only while the socket has more
-    /// data than the caller's buffer takes (a direct read filled it): then one system call reads up to
-    /// 96 KiB, which the WebSocket's smaller buffer takes in turn. It is let go as soon as the socket has
-    /// nothing more (`Pending`), kept as the thread's one spare, so an idle connection holds no read-ahead
-    /// memory.
+    /// data than the caller's buffer takes: then one system call reads up to 96 KiB, which the WebSocket's
+    /// small buffer takes in turn. It is let go as soon as the socket has nothing more (`Pending`), kept as
+    /// the thread's one spare, so an idle connection holds no read-ahead memory.
+    ///
+    /// A read is made into the thread's spare when there is one (so a burst is read whole, in one system
+    /// call, however small the caller's buffer), and what it got copied out if it fits: the spare goes back
+    /// at once, and the connection stays without a buffer of its own. Without a spare (the thread's first
+    /// burst, or another connection of the thread holds it), a direct read that fills the caller's buffer
+    /// starts the read-ahead.
     #[inline]
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
@@ -220,7 +229,32 @@ impl AsyncRead for Transport {
                 if !this.pending.is_empty() {
                     this.pending = Vec::new();
                 }
-                return this.poll_read_direct(cx, buf);
+                // Through the thread's spare, if it has one and the caller's buffer is small: whatever has
+                // arrived is read in one system call; the spare is kept only if it got more than `buf` takes.
+                let spare = match this.head {
+                    None if buf.len() <= READ_AHEAD / 4 => take_spare(),
+                    _ => None,
+                };
+                let Some(mut spare) = spare else {
+                    return this.poll_read_direct(cx, buf);
+                };
+                match Pin::new(&mut this.inner).poll_read(cx, &mut spare) {
+                    Poll::Ready(Ok(read)) if read > buf.len() => {
+                        this.pending = spare;
+                        this.consumed = 0;
+                        this.filled = read;
+                        continue;
+                    }
+                    Poll::Ready(Ok(read)) => {
+                        buf[..read].copy_from_slice(&spare[..read]);
+                        give_back(spare);
+                        return Poll::Ready(Ok(read));
+                    }
+                    other => {
+                        give_back(spare);
+                        return other;
+                    }
+                }
             }
             // Refill the read-ahead buffer.
             let read = match Pin::new(&mut this.inner).poll_read(cx, &mut this.pending) {
@@ -261,17 +295,11 @@ impl Transport {
                 None => {}
             }
         } else if read == buf.len() && read >= BUSY_READ {
-            // More is waiting than the caller takes at once, twice running: read ahead from now on. (Once is
-            // a burst that the next read takes whole.)
-            self.full_reads += 1;
-            if self.full_reads >= 2 {
-                self.full_reads = 0;
-                self.pending = take_buffer();
-                self.consumed = 0;
-                self.filled = 0;
-            }
-        } else {
-            self.full_reads = 0;
+            // More is probably waiting than the caller takes at once: read ahead from now on (until the
+            // socket has nothing more).
+            self.pending = take_buffer();
+            self.consumed = 0;
+            self.filled = 0;
         }
         Poll::Ready(Ok(read))
     }
@@ -345,7 +373,8 @@ mod tests {
         let mut transport = Transport::new(MaybeTlsStream::Plain(tcp)).upgraded();
         start.recv().unwrap();
         let mut received = Vec::new();
-        let mut buf = vec![0; 32 * 1024];
+        // What tungstenite asks for with the default configuration.
+        let mut buf = vec![0; crate::ws::DEFAULT_READ_BUFFER];
         let mut read_ahead = false;
         async_io::block_on(futures_util::future::poll_fn(|cx: &mut Context<'_>| {
             while received.len() < sent.len() {
