@@ -372,7 +372,7 @@ impl WebSocketClient {
         let stream = match &self.classifier {
             Some(classifier) => {
                 let classifier = Arc::clone(classifier);
-                stream.with_classifier(move |failure: &crate::Failure| classifier(failure))
+                stream.with_classifier(move |failure: &crate::error::Failure| classifier(failure))
             }
             None => stream,
         };
@@ -413,8 +413,8 @@ impl WebSocketClient {
     pub async fn shutdown_with(&self, code: u16, reason: &str) {
         /// Puts the previous frame back when the shutdown is over, or its future dropped.
         struct Restore<'a> {
-            slot: &'a std::sync::Mutex<Option<crate::tungstenite::protocol::CloseFrame>>,
-            previous: Option<crate::tungstenite::protocol::CloseFrame>,
+            slot: &'a std::sync::Mutex<Option<async_tungstenite::tungstenite::protocol::CloseFrame>>,
+            previous: Option<async_tungstenite::tungstenite::protocol::CloseFrame>,
         }
         impl Drop for Restore<'_> {
             fn drop(&mut self) {

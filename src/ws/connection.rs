@@ -1,10 +1,10 @@
 //! [`WsConnection`]: one WebSocket connection, with Close frames turned into a typed end.
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, Wake, Waker};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use async_tungstenite::tungstenite::handshake::client::Response;
@@ -14,13 +14,16 @@ use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use async_tungstenite::tungstenite::{self, Message, WebSocket};
 use futures_core::Stream;
 use futures_io::{AsyncRead, AsyncWrite};
-use futures_sink::Sink;
 
+use self::bridge::{pending_on_would_block, register, would_block, SyncIo, Wakers};
 use super::error::ConnectionError;
 use super::transport::{MaybeTlsStream, Transport};
 use crate::extension::Heartbeat;
 use crate::hook::{Hook, Tick};
 use crate::time::{AsyncIoTimer, Sleep, Timer};
+
+mod bridge;
+mod sink;
 
 /// The default heartbeat of a WebSocket connection: a Ping every 20 s ...
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(20);
@@ -561,99 +564,8 @@ impl Conn {
     }
 }
 
-impl Sink<Message> for WsConnection {
-    type Error = ConnectionError;
-
-    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ConnectionError>> {
-        let this = &mut *self.get_mut().conn;
-        if this.buffered {
-            // What has arrived may hold the server's end: look before writing (see the type's docs).
-            this.look_ahead(cx);
-        }
-        if this.ready || this.has_ended_ahead() {
-            return Poll::Ready(Ok(()));
-        }
-        // A write was only queued: flush until the socket has taken it.
-        this.poll_flush_ws(cx).map_err(Into::into)
-    }
-
-    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), ConnectionError> {
-        let this = &mut *self.get_mut().conn;
-        if this.has_ended_ahead() {
-            this.write_after_end(item);
-            return Ok(());
-        }
-        this.replied = true;
-        match this.ws.write(item) {
-            Ok(()) => {
-                this.ready = true;
-                this.unflushed = true;
-                Ok(())
-            }
-            Err(error) if would_block(&error) => {
-                // Queued, not an error: `poll_ready` flushes before the next one.
-                this.ready = false;
-                this.unflushed = true;
-                Ok(())
-            }
-            Err(error) => {
-                this.ready = true;
-                Err(error.into())
-            }
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ConnectionError>> {
-        let this = &mut *self.get_mut().conn;
-        if this.wrote_late {
-            return this.poll_flush_late(cx);
-        }
-        match this.poll_flush_ws(cx) {
-            // The close handshake just completed: nothing is left to flush.
-            Poll::Ready(Err(tungstenite::Error::ConnectionClosed)) => Poll::Ready(Ok(())),
-            other => other.map_err(Into::into),
-        }
-    }
-
-    /// Sends a Close frame, then waits for the server's Close or the end of the connection.
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ConnectionError>> {
-        let this = &mut *self.get_mut().conn;
-        this.ready = true;
-        this.register_writer(cx.waker());
-        let sent = if this.closing {
-            this.ws.flush()
-        } else {
-            let frame = this.close_frame.take().or_else(|| {
-                this.shared_close_frame
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .clone()
-            });
-            this.ws.close(frame)
-        };
-        match pending_on_would_block(sent) {
-            Poll::Ready(Ok(()) | Err(tungstenite::Error::ConnectionClosed)) => {}
-            Poll::Ready(Err(error)) => return Poll::Ready(Err(error.into())),
-            Poll::Pending => {
-                this.closing = true;
-                return Poll::Pending;
-            }
-        }
-        this.closing = true;
-        this.register_reader(cx.waker());
-        while !this.ended {
-            match this.ws.read() {
-                Ok(_) => {}
-                Err(error) if would_block(&error) => return Poll::Pending,
-                Err(_) => this.ended = true,
-            }
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
 /// A message counts for its payload's length, for a send queue bounded in bytes.
-impl crate::Weight for Message {
+impl crate::reconnect::Weight for Message {
     fn weight(&self) -> usize {
         self.len()
     }
@@ -668,179 +580,5 @@ pub(crate) fn close_frame(code: u16, reason: &str) -> CloseFrame {
     }
 }
 
-/// Whether tungstenite stopped because the socket would block (the transport returned `Pending`).
-fn would_block(error: &tungstenite::Error) -> bool {
-    matches!(error, tungstenite::Error::Io(error) if error.kind() == io::ErrorKind::WouldBlock)
-}
-
-/// `WouldBlock` as `Pending`.
-fn pending_on_would_block<T>(result: Result<T, tungstenite::Error>) -> Poll<Result<T, tungstenite::Error>> {
-    match result {
-        Err(error) if would_block(&error) => Poll::Pending,
-        other => Poll::Ready(other),
-    }
-}
-
-/// The tasks to wake when the socket becomes readable or writable: the last task that read and the last that
-/// wrote (both on any readiness, as tungstenite reads while writing and writes while reading).
-#[derive(Debug, Default)]
-struct Wakers {
-    read: Mutex<Option<Waker>>,
-    write: Mutex<Option<Waker>>,
-}
-
-impl Wake for Wakers {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        // Cloned out, so that no lock is held while a task is woken.
-        let reader = self.read.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        let writer = self.write.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        // One task that both reads and writes (the usual case) is woken once.
-        if let Some(writer) = writer.filter(|writer| !reader.as_ref().is_some_and(|reader| reader.will_wake(writer))) {
-            writer.wake();
-        }
-        if let Some(reader) = reader {
-            reader.wake();
-        }
-    }
-}
-
-/// Puts `waker` into `slot`; returns the copy the connection keeps to compare against.
-#[cold]
-#[inline(never)]
-fn register(slot: &Mutex<Option<Waker>>, waker: &Waker) -> Waker {
-    *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(waker.clone());
-    waker.clone()
-}
-
-/// The transport as the blocking `Read + Write` tungstenite drives: polled with the connection's own waker,
-/// `Pending` becomes `WouldBlock`.
-#[derive(Debug)]
-struct SyncIo {
-    transport: Transport,
-    waker: Waker,
-    /// Reads serve only what the transport already holds: no system call.
-    peek: bool,
-}
-
-impl SyncIo {
-    fn poll<T>(
-        &mut self,
-        op: impl FnOnce(Pin<&mut Transport>, &mut Context<'_>) -> Poll<io::Result<T>>,
-    ) -> io::Result<T> {
-        let mut cx = Context::from_waker(&self.waker);
-        match op(Pin::new(&mut self.transport), &mut cx) {
-            Poll::Ready(result) => result,
-            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
-        }
-    }
-}
-
-impl Read for SyncIo {
-    #[inline]
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.peek {
-            return self
-                .transport
-                .read_held(buf)
-                .ok_or_else(|| io::ErrorKind::WouldBlock.into());
-        }
-        self.poll(|transport, cx| transport.poll_read(cx, buf))
-    }
-}
-
-impl Write for SyncIo {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.poll(|transport, cx| transport.poll_write(cx, buf))
-    }
-
-    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        self.poll(|transport, cx| transport.poll_write_vectored(cx, bufs))
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.poll(|transport, cx| transport.poll_flush(cx))
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use std::net::TcpListener;
-    use std::time::Duration;
-
-    use async_tungstenite::tungstenite::{self, Message};
-    use futures_util::{SinkExt, StreamExt};
-
-    use super::WsConnection;
-    use crate::ws::DEFAULT_READ_BUFFER;
-
-    /// A `ReconnectingStream` keeps a connection (and room for a draining one) inline: the handle stays small.
-    #[test]
-    fn a_connection_is_a_small_handle() {
-        assert!(
-            std::mem::size_of::<WsConnection>() <= 96,
-            "{} bytes",
-            std::mem::size_of::<WsConnection>()
-        );
-    }
-
-    /// With the small default read buffer, messages much larger than it, a burst of small ones, and a message
-    /// after a quiet spell (when the socket is waited on rather than read) all arrive whole and in order.
-    #[test]
-    fn messages_of_every_size_arrive_whole_through_the_small_read_buffer() {
-        let sizes = [1, 125, 126, 2047, 2048, 2049, 10_000, 65_535, 65_536, 1 << 20];
-        let burst = 5_000;
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = std::thread::spawn(move || {
-            let (tcp, _) = listener.accept().unwrap();
-            tcp.set_nodelay(true).unwrap();
-            let mut ws = tungstenite::accept(tcp).unwrap();
-            for (i, size) in sizes.iter().enumerate() {
-                ws.write(Message::binary(vec![i as u8; *size])).unwrap();
-            }
-            for i in 0..burst {
-                ws.write(Message::binary((i as u32).to_be_bytes().repeat(16))).unwrap();
-            }
-            ws.flush().unwrap();
-            // A quiet spell, then one more; then echo what comes.
-            std::thread::sleep(Duration::from_millis(50));
-            ws.send(Message::text("after")).unwrap();
-            loop {
-                match ws.read() {
-                    Ok(message) if message.is_binary() => ws.send(message).unwrap(),
-                    Ok(_) => {}
-                    Err(_) => return,
-                }
-            }
-        });
-        async_io::block_on(async {
-            let mut conn = crate::connect(format!("ws://{addr}/")).await.unwrap();
-            assert_eq!(conn.config().read_buffer_size, DEFAULT_READ_BUFFER);
-            for (i, size) in sizes.iter().enumerate() {
-                let message = conn.next().await.unwrap().unwrap();
-                assert_eq!(message.len(), *size, "message {i}");
-                assert!(message.into_data().iter().all(|&byte| byte == i as u8), "message {i}");
-            }
-            for i in 0..burst {
-                let message = conn.next().await.unwrap().unwrap();
-                assert_eq!(
-                    message.into_data(),
-                    (i as u32).to_be_bytes().repeat(16),
-                    "burst message {i}"
-                );
-            }
-            assert_eq!(conn.next().await.unwrap().unwrap(), Message::text("after"));
-            for round in 0..100_u32 {
-                conn.send(Message::binary(round.to_be_bytes().to_vec())).await.unwrap();
-                let echo = conn.next().await.unwrap().unwrap();
-                assert_eq!(echo.into_data(), round.to_be_bytes().to_vec(), "echo {round}");
-            }
-            conn.close().await.unwrap();
-        });
-        server.join().unwrap();
-    }
-}
+mod tests;

@@ -34,8 +34,8 @@ pub use self::connector::{
     DEFAULT_READ_BUFFER,
 };
 pub use self::diagnose::FATAL_CLOSE_CODES;
+pub use self::error::ProxyFailure;
 pub use self::error::{ConnectError, ConnectionError};
-pub use self::proxy::ProxyFailure;
 // For the fuzz targets only (see `crate::fuzzing`).
 #[cfg(feature = "fuzzing")]
 pub(crate) use self::{error::parse_retry_after, transport::HeadScan};

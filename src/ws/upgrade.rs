@@ -8,6 +8,7 @@ use futures_util::{AsyncReadExt, AsyncWriteExt};
 use async_tungstenite::tungstenite::error::{ProtocolError, SubProtocolError};
 use async_tungstenite::tungstenite::handshake::client::{Request, Response};
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
+use async_tungstenite::tungstenite::http::header::AUTHORIZATION;
 use async_tungstenite::tungstenite::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
 use async_tungstenite::tungstenite::{self, Error};
 
@@ -166,6 +167,53 @@ fn verify(response: &Response, key: &str, request: &Request) -> Result<(), Error
         None => Ok(()),
         Some(problem) => Err(Error::Protocol(ProtocolError::SecWebSocketSubProtocolError(problem))),
     }
+}
+
+/// A URL's user info (`user:pass@`) as HTTP Basic authentication, percent-decoded, as python websockets
+/// sends it; an `Authorization` header already there wins.
+pub(super) fn basic_auth_from_user_info(request: &mut Request) {
+    let Some(user_info) = request
+        .uri()
+        .authority()
+        .and_then(|authority| authority.as_str().rsplit_once('@'))
+        .map(|(user_info, _)| user_info.to_owned())
+    else {
+        return;
+    };
+    if request.headers().contains_key(AUTHORIZATION) {
+        return;
+    }
+    let (user, password) = user_info.split_once(':').unwrap_or((&user_info, ""));
+    let mut credentials = percent_decode(user);
+    credentials.push(b':');
+    credentials.extend(percent_decode(password));
+    let value = format!("Basic {}", data_encoding::BASE64.encode(&credentials));
+    if let Ok(mut value) = HeaderValue::from_str(&value) {
+        value.set_sensitive(true);
+        request.headers_mut().insert(AUTHORIZATION, value);
+    }
+}
+
+/// `%XX` escapes decoded (anything else, a malformed escape too, kept as it is).
+pub(crate) fn percent_decode(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |at: usize| bytes.get(at).and_then(|&b| (b as char).to_digit(16));
+        match (bytes[i], hex(i + 1), hex(i + 2)) {
+            (b'%', Some(high), Some(low)) => {
+                // Two hex digits: at most 0xff.
+                decoded.push(u8::try_from(high * 16 + low).unwrap_or(u8::MAX));
+                i += 3;
+            }
+            (byte, _, _) => {
+                decoded.push(byte);
+                i += 1;
+            }
+        }
+    }
+    decoded
 }
 
 #[cfg(test)]

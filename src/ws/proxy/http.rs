@@ -4,8 +4,9 @@
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_util::{AsyncReadExt, AsyncWriteExt};
 
-use super::error::{ProxyFailure, Tunnel};
+use super::error::Tunnel;
 use super::url::{host_port, Credentials};
+use crate::ws::error::ProxyFailure;
 
 /// The most a proxy's response head may take.
 pub(crate) const MAX_HEAD: usize = 16 * 1024;

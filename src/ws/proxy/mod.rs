@@ -66,11 +66,11 @@ use std::sync::Arc;
 use async_io::Async;
 
 use self::env::Env;
-pub use self::error::ProxyFailure;
 use self::socks5::Address;
 use self::url::{Protocol, ProxyUrl};
 use super::error::ConnectError;
 use super::transport::{self, Target, TcpOptions};
+pub(crate) use crate::ws::error::ProxyFailure;
 
 /// Which proxy a connector uses.
 #[derive(Clone, Default)]

@@ -6,8 +6,9 @@ use std::net::IpAddr;
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_util::{AsyncReadExt, AsyncWriteExt};
 
-use super::error::{ProxyFailure, Tunnel};
+use super::error::Tunnel;
 use super::url::Credentials;
+use crate::ws::error::ProxyFailure;
 
 const VERSION: u8 = 5;
 const NO_AUTHENTICATION: u8 = 0;

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::net::Ipv6Addr;
 
-use crate::ws::connector::percent_decode;
+use crate::ws::upgrade::percent_decode;
 
 /// What the proxy speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
