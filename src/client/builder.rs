@@ -286,7 +286,9 @@ impl ClientBuilder {
         self
     }
 
-    /// Adds any connector layer whose connections carry [`Message`]s, inside what was added before it.
+    /// Adds any connector layer whose connections carry [`Message`]s, inside what was added before it: an
+    /// [`AckLayer`](crate::delivery::AckLayer) for acknowledged sends, say (its outcomes come from the
+    /// [`Acks`](crate::delivery::Acks) handle it was made with; acks do not reach the subscribers).
     ///
     /// # Order
     ///

@@ -268,19 +268,36 @@ impl<I> SendQueue<I> {
 
     /// Writes the queue to `conn` and flushes it. `Ready(Ok)` once everything accepted so far is flushed; on
     /// an error the connection is to be given up (the unflushed messages stay, for [`rewind`](Self::rewind)).
+    ///
+    /// When the connection has no room for the next message, what was written is flushed (as futures'
+    /// `send_all` does): a connection may make room only once a flush has taken what it holds (an ack window
+    /// does), and a completed flush is what hands the written messages over to it.
     pub(crate) fn poll_write<S>(&mut self, mut conn: Pin<&mut S>, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>>
     where
         S: Sink<I>,
         I: Clone,
     {
         while let Some(message) = self.messages.get(self.written) {
-            std::task::ready!(conn.as_mut().poll_ready(cx))?;
+            if conn.as_mut().poll_ready(cx)?.is_pending() {
+                if self.written == 0 {
+                    return Poll::Pending;
+                }
+                std::task::ready!(conn.as_mut().poll_flush(cx))?;
+                self.flushed();
+                continue;
+            }
             // A copy goes out; the original stays until the flush completes, to be sent again if it fails.
             let copy = message.clone();
             self.written += 1;
             conn.as_mut().start_send(copy)?;
         }
         std::task::ready!(conn.poll_flush(cx))?;
+        self.flushed();
+        Poll::Ready(Ok(()))
+    }
+
+    /// A flush completed: what was written is the connection's now.
+    fn flushed(&mut self) {
         self.carried |= self.written > 0;
         if let Some(stamps) = self.stamps.as_mut() {
             stamps.drain(..self.written.min(stamps.len()));
@@ -294,7 +311,6 @@ impl<I> SendQueue<I> {
             self.messages.drain(..self.written);
         }
         self.written = 0;
-        Poll::Ready(Ok(()))
     }
 }
 

@@ -1515,3 +1515,82 @@ fn the_client_resumes_and_reports_continuity_in_band() {
     });
     assert_eq!(server.log(), ["resume from 4"]);
 }
+
+/// The client with an `AckLayer` (given to `ClientBuilder::layer`): the server takes orders 1 to 3 on its
+/// first connection and drops it before acking 3; 3 goes out again first on the next connection, every
+/// order's outcome is `Acked`, and the acks never reach the subscribers.
+#[test]
+fn the_client_with_acked_sends_resends_what_was_not_acked_and_every_outcome_is_acked() {
+    use stream_tungstenite::delivery::{Ack, AckLayer, Outcome};
+    let server = server::serve(|tcp, index, log| async move {
+        let Ok(mut ws) = async_tungstenite::accept_async(tcp).await else {
+            return;
+        };
+        let mut taken = 0;
+        while let Some(Ok(message)) = ws.next().await {
+            let Some(order) = message.to_text().ok().and_then(|t| t.strip_prefix("order ")) else {
+                continue;
+            };
+            log.lock().unwrap().push(format!("{index}: {order}"));
+            taken += 1;
+            if index == 0 && taken == 3 {
+                return; // dropped before the ack of the third
+            }
+            let _ = ws.send(Message::text(format!("ack {order}"))).await;
+            let _ = ws.send(Message::text(format!("filled {order}"))).await;
+        }
+    });
+    let number =
+        |message: &Message, prefix: &str| -> Option<u32> { message.to_text().ok()?.strip_prefix(prefix)?.parse().ok() };
+    let (layer, acks) = AckLayer::new(
+        move |m: &Message| number(m, "order "),
+        move |m: &Message| number(m, "ack ").map(Ack::Ack),
+    );
+    let client = WebSocketClient::builder(server.url())
+        .with_retry(fast_retry())
+        .layer(layer)
+        .build();
+    let mut messages = client.subscribe();
+    support::block_on(async {
+        let test = async {
+            for n in 1..=3 {
+                client.send_text(format!("order {n}")).await.unwrap();
+            }
+            for n in 1..=3 {
+                assert_eq!(
+                    prompt("an outcome", acks.outcome(&n)).await,
+                    Outcome::Acked,
+                    "order {n}"
+                );
+            }
+            for n in 4..=5 {
+                client.send_text(format!("order {n}")).await.unwrap();
+                assert_eq!(
+                    prompt("an outcome", acks.outcome(&n)).await,
+                    Outcome::Acked,
+                    "order {n}"
+                );
+            }
+            let mut seen = Vec::new();
+            while seen.len() < 4 {
+                let message = prompt("a message", messages.recv()).await.unwrap();
+                seen.push(message.to_text().unwrap().to_owned());
+            }
+            assert!(seen.iter().all(|m| m.starts_with("filled ")), "no ack among {seen:?}");
+            client.shutdown().await;
+        };
+        let (outcome, ()) = future::join(client.run(), test).await;
+        outcome.unwrap();
+    });
+    let log = server.log();
+    assert_eq!(&log[..3], ["0: 1", "0: 2", "0: 3"], "{log:?}");
+    assert_eq!(
+        log[3], "1: 3",
+        "the unacked order goes out first on the new connection: {log:?}"
+    );
+    assert!(
+        !log.contains(&"1: 1".to_owned()) && !log.contains(&"1: 2".to_owned()),
+        "acked: {log:?}"
+    );
+    assert_eq!(acks.unacked(), 0);
+}

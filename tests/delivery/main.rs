@@ -1,7 +1,7 @@
 //! Delivery guarantees beyond "flushed", on a scripted connector and a manual clock (deterministic):
 //! acknowledged sends (outcomes, resends after a reconnect and after an ack timeout, the window, nacks) and
-//! resume positions with gap reports. The proofs against real peers that cut connections are in
-//! tests/delivery/peers.rs.
+//! resume positions with gap reports. The proofs against a real peer through a fault proxy that cuts connections
+//! are in tests/delivery_peers/main.rs.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -230,4 +230,79 @@ fn resume_requests_recoveries_and_gaps_in_band() {
     assert_eq!(script.conn(1).written(), [5003], "the resume request, first");
     assert_eq!(script.conn(2).written(), [5005]);
 }
+/// What the window takes over is the layer's alone: the stream must not send it again after a reconnect.
+/// (The layer once flushed on its own when its window was full of what it had been handed: the messages
+/// were tracked, and acked, while the stream still held them as unflushed, and replayed them on the next
+/// connection. Against a real peer that cut connections, 10,131 duplicates for 10,000 messages.)
+#[test]
+fn what_the_window_took_over_is_not_sent_again_by_the_stream_after_a_reconnect() {
+    let script = Script::new([]).then_always(Attempt::Open(Plan::healthy()));
+    let (mut h, acks) = harness(script, |layer| layer.with_window(2));
+    for n in 1..=3 {
+        h.feed(n);
+    }
+    assert!(h.flush().is_pending(), "3 waits for room");
+    assert_eq!((h.written(0), acks.unacked()), (vec![1, 2], 2));
+    h.script.conn(0).push(Inbound::Item(1001));
+    h.script.conn(0).push(Inbound::Item(1002));
+    h.script.conn(0).push(Inbound::End);
+    for _ in 0..3 {
+        let _ = h.next();
+        let _ = h.flush();
+    }
+    assert_eq!(acks.try_outcome(&1), Some(Outcome::Acked));
+    assert_eq!(acks.try_outcome(&2), Some(Outcome::Acked));
+    let all: Vec<u32> = (0..h.script.connections()).flat_map(|conn| h.written(conn)).collect();
+    assert_eq!(
+        all.iter().filter(|n| **n <= 2).count(),
+        2,
+        "1 and 2, acked on the first connection, went out once: {all:?}"
+    );
+    assert!(all.contains(&3), "3 went out once there was room: {all:?}");
+}
+
+/// A flush beside the stream's own (a hook's ping, say, flushing the connection beneath it) tracks what the
+/// stream wrote before the stream knows it was flushed. If the stream's own flush then fails, the stream
+/// replays it while the layer resends it: the layer sends it once, not twice.
+#[test]
+fn what_a_foreign_flush_tracked_is_sent_once_after_a_reconnect() {
+    let script = Script::new([Attempt::Open(Plan {
+        hold_flush: true,
+        fail_flush_at: Some(1),
+        ..Plan::healthy()
+    })])
+    .then_always(Attempt::Open(Plan::healthy()));
+    let clock = ManualClock::new();
+    let (layer, acks) = ack_layer(&clock);
+    let connector = ConnectorBuilder::new(script.clone()).layer(layer).build();
+    let mut stream = ReconnectingStream::new(connector)
+        .with_timer(clock.clone())
+        .with_retry(FixedDelay::new(Duration::ZERO));
+    let waker = noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    for n in [1, 2] {
+        assert!(Pin::new(&mut stream).poll_ready(&mut cx).is_ready());
+        Pin::new(&mut stream).start_send(n).unwrap();
+    }
+    assert!(Pin::new(&mut stream).poll_flush(&mut cx).is_pending(), "the flush is held");
+    assert_eq!(script.conn(0).written(), [1, 2]);
+    // Someone else flushes the connection: 1 and 2 are tracked; the stream still counts them unflushed.
+    script.conn(0).release_writes();
+    let conn = stream.get_mut().expect("connected");
+    assert!(matches!(Pin::new(conn).poll_flush(&mut cx), Poll::Ready(Ok(()))));
+    assert_eq!(acks.unacked(), 2);
+    // The stream's own next flush (with 3) fails: the connection is replaced.
+    assert!(Pin::new(&mut stream).poll_ready(&mut cx).is_ready());
+    Pin::new(&mut stream).start_send(3).unwrap();
+    let _ = Pin::new(&mut stream).poll_flush(&mut cx);
+    let _ = Pin::new(&mut stream).poll_flush(&mut cx);
+    assert_eq!(script.connections(), 2, "reconnected");
+    assert_eq!(
+        script.conn(1).written(),
+        [1, 2, 3],
+        "1 and 2 once each (the layer's resend, not the stream's replay too), then 3"
+    );
+    assert_eq!(acks.unacked(), 3);
+}
+
 mod model;

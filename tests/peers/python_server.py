@@ -16,11 +16,18 @@ Modes (same behaviour as node_server.js):
             when --retry-after is given.
     close   after N messages received (--n, default 1; 0 = right after the handshake) send a Close
             frame with --close-code (default 1012) and reason "restart". Messages are not echoed.
+    ack     (Python only) answer every text message <text> with `ack <text>`: the acknowledging peer of
+            the delivery tests. Nothing else is sent.
+    replay  (Python only) publish a numbered feed `{"seq": N}` (N from 1, --rate messages a second, from
+            the moment the server starts) and keep the last --buffer of them. A connection whose first
+            message, within 200 ms, is `{"op": "resume", "from": N}` gets everything after N that the
+            buffer still holds, then the live feed; any other connection starts at the live feed. Logs
+            `resume N first M` (M: the first position it sends; M > N + 1 is a gap) or `fresh first M`.
 
 With --cert/--key the server speaks wss (TLS) instead of ws.
 
 One line per event goes to stderr: `connect`, `message <text>`, `drop`, `reject <status>`,
-`close <code>` (plus `disconnect <code>` when a connection ends, for debugging). Binary messages are
+`close <code>`, `resume N first M`, `fresh first M` (plus `disconnect <code>` when a connection ends, for debugging). Binary messages are
 logged as `message [binary N bytes]`; newlines in text messages are escaped as `\\n`; text longer than
 200 characters is logged as `message <first 200 characters>... [N bytes]`.
 """
@@ -28,6 +35,7 @@ logged as `message [binary N bytes]`; newlines in text messages are escaped as `
 import argparse
 import asyncio
 import http
+import json
 import logging
 import os
 import ssl
@@ -57,11 +65,13 @@ def describe(message):
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mode", required=True, choices=["echo", "drop", "reject", "close"])
+    parser.add_argument("--mode", required=True, choices=["echo", "drop", "reject", "close", "ack", "replay"])
     parser.add_argument("--n", type=int, default=1)
     parser.add_argument("--status", type=int, default=503)
     parser.add_argument("--retry-after", dest="retry_after", default=None)
     parser.add_argument("--close-code", dest="close_code", type=int, default=1012)
+    parser.add_argument("--rate", type=int, default=1000)
+    parser.add_argument("--buffer", type=int, default=100_000)
     parser.add_argument("--cert", default=None)
     parser.add_argument("--key", default=None)
     args = parser.parse_args()
@@ -69,6 +79,8 @@ def parse_args():
         parser.error("--cert and --key go together")
     if args.n < 0:
         parser.error("--n must be >= 0")
+    if args.rate <= 0 or args.buffer <= 0:
+        parser.error("--rate and --buffer must be > 0")
     return args
 
 
@@ -86,10 +98,36 @@ def watch_stdin():
     threading.Thread(target=run, name="stdin-watch", daemon=True).start()
 
 
+class Feed:
+    """The replay mode's numbered feed: `--rate` positions a second from the start, the last `--buffer` kept."""
+
+    def __init__(self, rate, buffer):
+        self.rate = rate
+        self.buffer = buffer
+        self.head = 0  # the last position published
+        self.changed = asyncio.Event()
+
+    async def publish(self):
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while True:
+            # Catch up with the clock (a late wake-up publishes several), then wait for the next one.
+            due = int((loop.time() - start) * self.rate)
+            if due > self.head:
+                self.head = due
+                self.changed.set()
+                self.changed = asyncio.Event()
+            await asyncio.sleep(1 / self.rate)
+
+    def oldest(self):
+        return max(1, self.head - self.buffer + 1)
+
+
 class Peer:
     def __init__(self, args):
         self.args = args
         self.connections = 0
+        self.feed = Feed(args.rate, args.buffer) if args.mode == "replay" else None
 
     async def handler(self, ws):
         self.connections += 1
@@ -101,6 +139,10 @@ class Peer:
                 await self.drop(ws)
             elif self.args.mode == "close":
                 await self.close(ws)
+            elif self.args.mode == "ack":
+                await self.ack(ws)
+            elif self.args.mode == "replay":
+                await self.replay(ws)
         except ConnectionClosed:
             pass
         finally:
@@ -128,6 +170,36 @@ class Peer:
                 log("drop")
                 transport.abort()
                 return
+
+    async def ack(self, ws):
+        async for message in ws:
+            log(f"message {describe(message)}")
+            if isinstance(message, str):
+                await ws.send(f"ack {message}")
+
+    async def replay(self, ws):
+        feed = self.feed
+        cursor = None  # the last position sent on this connection
+        try:
+            first = await asyncio.wait_for(ws.recv(), 0.2)
+            request = json.loads(first) if isinstance(first, str) else None
+            if isinstance(request, dict) and request.get("op") == "resume":
+                start = max(int(request["from"]) + 1, feed.oldest())
+                log(f"resume {int(request['from'])} first {start}")
+                cursor = start - 1
+        except (asyncio.TimeoutError, ValueError, KeyError, TypeError):
+            pass
+        if cursor is None:
+            cursor = feed.head
+            log(f"fresh first {cursor + 1}")
+        while True:
+            changed = feed.changed
+            if cursor < feed.oldest() - 1:
+                cursor = feed.oldest() - 1  # a slow reader fell out of the buffer: it sees a gap
+            while cursor < feed.head:
+                cursor += 1
+                await ws.send(json.dumps({"seq": cursor}))
+            await changed.wait()
 
     async def close(self, ws):
         received = 0
@@ -169,6 +241,8 @@ async def main():
     logger.propagate = False
 
     peer = Peer(args)
+    if peer.feed is not None:
+        asyncio.get_running_loop().create_task(peer.feed.publish())
     async with serve(
         peer.handler,
         "127.0.0.1",

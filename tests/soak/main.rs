@@ -12,25 +12,41 @@
 //! ended the old one.
 //!
 //! Two ledgers:
-//! - **The library's contract** ("nothing accepted is lost" and "ordering" in `ReconnectingStream`'s docs), checked on every write as it happens: the stream's writes
-//!   to each connection are exactly the accepted sequence, each connection starting where the previous one's
-//!   last completed flush ended; at the end, what no completed flush covered is exactly what `take_unsent`
-//!   hands back.
+//! - **The library's contract** ("nothing accepted is lost" and "ordering" in `ReconnectingStream`'s docs),
+//!   checked on every write as it happens: the stream's writes to each connection are exactly the accepted
+//!   sequence, each connection starting where the previous one's last completed flush ended; at the end, what
+//!   no completed flush covered is exactly what `take_unsent` hands back. A second tap on the socket itself,
+//!   beneath every layer, sees who wrote each number: in echo mode only the stream may write one.
 //! - **End to end.** A number flushed into a socket that is then cut can die on the way (the library promises a
-//!   completed flush, not delivery), so the client does what an application does with the generation: when a
-//!   new connection comes up, it sends again every number sent before it that has no echo yet. A number is
-//!   *delivered* once the server has received it, *lost* if it was accepted and neither delivered nor handed
-//!   back (must be 0), *duplicated* if the server received it more than once.
+//!   completed flush, not delivery), so something must send it again. A number is *delivered* once the server
+//!   has received it, *lost* if it was accepted and neither delivered nor handed back (must be 0),
+//!   *duplicated* if the server received it more than once.
+//!
+//! Two modes decide who sends again (`SOAK_MODE=echo`, the default, or `SOAK_MODE=ack`):
+//! - **echo**: the client does what an application does with the generation: when a new connection comes up, it
+//!   sends again every number sent before it that has no echo yet.
+//! - **ack**: the client never sends anything again; the library's acknowledged sends do
+//!   ([`AckLayer`], outermost, right beneath the audit: the echo of `n` is the ack of `n`, the window is
+//!   [`WINDOW`], the timeout [`ACK_TIMEOUT`], the attempts unlimited). The reader takes each number's outcome
+//!   as its echo passes (`try_outcome`; the echoes are delivered too), so that none is left for `Acks` to
+//!   forget. The audit above the layer still sees exactly the stream's calls; the layer's own resends are
+//!   written beneath it, and the socket tap checks them instead: on each new connection the first numbers
+//!   written are exactly those the layer tracks (accepted, covered by a completed flush, no `Acked` outcome
+//!   yet), in order, before any write of the stream's; any other resend (an ack timeout) is of a tracked
+//!   number. Checked at the end: every outcome `Acked` (none failed or nacked, none twice), nothing unacked
+//!   after the drain, and at most [`WINDOW`] duplicates per connection that ended (a number is delivered twice
+//!   only if its ack was lost, and at most the window is in flight when a connection ends).
 //!
 //! At the end the faults stop, every number gets its echo, then the path is cut and refused and the client sends
-//! [`HANDBACK`] more numbers, closes, and must get them back. One figure line sums it up:
-//! `soak: secs=.. seed=.. faults=.. sent=.. delivered=.. handed_back=.. lost=0 duplicated=.. reconnects=..
-//! peak_rss_kib=.. panics=0` (panics in any thread are counted by a panic hook), with a line of progress every
-//! minute before it.
+//! [`HANDBACK`] more numbers, closes, and must get them back (in ack mode, with whatever the layer still tracks:
+//! `take_unacked`). One figure line sums it up:
+//! `soak: mode=.. secs=.. seed=.. faults=.. sent=.. delivered=.. handed_back=.. lost=0 duplicated=..
+//! reconnects=.. peak_rss_kib=.. panics=0` (panics in any thread are counted by a panic hook; in ack mode also
+//! `ended=.. dup_bound=.. acked=..`), with a line of progress every minute before it.
 //!
 //! `soak_long` is ignored: `SOAK_SECS=600 cargo test --release --test soak -- --ignored --nocapture` (`SOAK_SECS`
-//! defaults to 60). `soak_short` runs the same code for 8 s in the quick suite. `SOAK_SEED` sets the fault
-//! schedule's seed (default: random, printed).
+//! defaults to 60; `SOAK_MODE` picks the mode). `soak_short` (echo) and `soak_short_ack` run the same code for
+//! 8 s each in the quick suite. `SOAK_SEED` sets the fault schedule's seed (default: random, printed).
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -46,6 +62,7 @@ use std::time::{Duration, Instant};
 use futures::channel::{mpsc, oneshot};
 use futures::future::{self, select, Either};
 use futures::{Sink, SinkExt, Stream, StreamExt};
+use stream_tungstenite::delivery::{Ack, AckLayer, Acks, Outcome};
 use stream_tungstenite::extension::Heartbeat;
 use stream_tungstenite::layer::ConnectorBuilder;
 use stream_tungstenite::retry::ExponentialBackoff;
@@ -56,8 +73,11 @@ use support::serial::{ms, serial};
 use support::server;
 use support::within;
 
-/// Numbers awaiting their echo, at most.
+/// Numbers awaiting their echo, at most (in ack mode the layer's window too).
 const WINDOW: usize = 64;
+/// Ack mode: how long a number waits for its echo before the layer sends it again on the same connection.
+/// Well above any echo's round trip here: a half-open link is the heartbeat's to detect, long before this.
+const ACK_TIMEOUT: Duration = Duration::from_secs(3);
 /// Numbers sent while the path is refused, just before the close: they must all be handed back.
 const HANDBACK: u32 = 16;
 const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(250);
@@ -117,6 +137,36 @@ fn env_u64(name: &str) -> Option<u64> {
             .unwrap_or_else(|_| panic!("{name}={value:?} is not a number")),
     )
 }
+
+/// Who sends again what a cut connection may have lost (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The client, on each new generation, every number without an echo yet.
+    Echo,
+    /// The [`AckLayer`]: every tracked number without its ack, first on each new connection.
+    Ack,
+}
+
+impl Mode {
+    /// `SOAK_MODE`: `echo` (or unset) or `ack`.
+    fn from_env() -> Self {
+        match std::env::var("SOAK_MODE").as_deref() {
+            Err(_) | Ok("echo") => Self::Echo,
+            Ok("ack") => Self::Ack,
+            Ok(other) => panic!("SOAK_MODE={other:?} is neither echo nor ack"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Echo => "echo",
+            Self::Ack => "ack",
+        }
+    }
+}
+
+/// The ack mode's handle to the outcomes: tracked by number, acked by the number's echo.
+type Outcomes = Acks<Message, u32>;
 
 fn number(message: &Message) -> Option<u32> {
     match message {
@@ -179,8 +229,8 @@ fn recording_echo_server(ledger: &Arc<Mutex<Ledger>>) -> server::Server {
 
 // ---- The library's ledger -----------------------------------------------------------------------------------
 
-/// Checks the send contract as the stream writes (see the module docs). Positions count accepted messages
-/// (every send, first or again) from the start of the run.
+/// Checks the send contract as the stream writes, and who writes what on the socket beneath it (see the
+/// module docs). Positions count accepted messages (every send, first or again) from the start of the run.
 #[derive(Debug, Default)]
 struct Audit {
     /// Accepted messages from position `base` on; the ones before are covered by completed flushes.
@@ -197,11 +247,27 @@ struct Audit {
     /// Every violation counted; the first few described.
     violations: u64,
     described: Vec<String>,
+    /// Every number accepted so far is below this.
+    below: u32,
+    /// Ack mode: accepted numbers whose `Acked` outcome the reader has not taken yet.
+    unacked: BTreeSet<u32>,
+    /// The number the stream is writing (set around its `start_send`): on the socket, a number written while
+    /// it is not set was written by a layer beneath the stream.
+    passing: Option<u32>,
+    /// The current socket (1 for the first), and what the ack layer must write on it first, in order.
+    wire: u64,
+    resend_first: VecDeque<u32>,
+    /// Numbers a layer wrote on the socket: first on a new one (after a reconnect), after an ack timeout, and
+    /// on a socket the stream had already given up on.
+    resent_first: u64,
+    resent_timeout: u64,
+    resent_stale: u64,
 }
 
 impl Audit {
     fn accept(&mut self, n: u32) {
         self.accepted.push_back(n);
+        self.below = self.below.max(n + 1);
     }
 
     fn violation(&mut self, report: String) {
@@ -254,10 +320,71 @@ impl Audit {
         let from = (self.start + self.flushed).saturating_sub(self.base) as usize;
         self.accepted.iter().skip(from).copied().collect()
     }
+
+    /// Ack mode: what the ack layer tracks, oldest first: accepted, covered by a completed flush (the layer
+    /// takes a number on when the flush of the connection it was written to completes, and the audit sits
+    /// right above the layer, so it sees those flushes), and no `Acked` outcome yet.
+    fn tracked(&self) -> Vec<u32> {
+        let unflushed: BTreeSet<u32> = self.outstanding().into_iter().collect();
+        (self.unacked.iter())
+            .filter(|n| !unflushed.contains(n))
+            .copied()
+            .collect()
+    }
+
+    /// A new socket, before the layers above it see its connection: in ack mode, the layer must first write
+    /// again everything it tracks.
+    fn new_wire(&mut self, mode: Mode) -> u64 {
+        self.resend_first = match mode {
+            Mode::Echo => VecDeque::new(),
+            Mode::Ack => self.tracked().into(),
+        };
+        self.wire += 1;
+        self.wire
+    }
+
+    /// `n` written on socket `wire`: by the stream (passing through the layers), or by a layer beneath it.
+    fn wire_write(&mut self, wire: u64, n: u32, mode: Mode) {
+        let by_stream = self.passing.take() == Some(n);
+        if wire != self.wire {
+            // A socket the stream has given up on, read to its end: a layer's writes there go nowhere.
+            self.resent_stale += u64::from(!by_stream);
+            return;
+        }
+        if let Some(&first) = self.resend_first.front() {
+            if by_stream || n != first {
+                let due = std::mem::take(&mut self.resend_first);
+                let by = if by_stream { "the stream" } else { "the ack layer" };
+                self.violation(format!(
+                    "socket {wire}: {n} written by {by} while the ack layer's resends {due:?} were due first"
+                ));
+            } else {
+                self.resend_first.pop_front();
+                self.resent_first += 1;
+            }
+            return;
+        }
+        if by_stream {
+            return;
+        }
+        self.resent_timeout += 1;
+        match mode {
+            Mode::Echo => self.violation(format!("socket {wire}: {n} written beneath the stream")),
+            // After an ack timeout, only what the layer tracks goes out again.
+            Mode::Ack => {
+                if n >= self.below || self.outstanding().contains(&n) {
+                    self.violation(format!(
+                        "socket {wire}: the ack layer wrote {n}, which it does not track"
+                    ));
+                }
+            }
+        }
+    }
 }
 
 /// A connection whose numbered writes and completed flushes are checked by an [`Audit`]. It wraps the whole
-/// layered connection, so it sees exactly the calls the stream makes.
+/// layered connection, so it sees exactly the calls the stream makes (in ack mode, above the ack layer: the
+/// layer's resends are not among them, the [`Wire`] tap beneath checks those).
 struct Audited<S> {
     inner: S,
     audit: Arc<Mutex<Audit>>,
@@ -292,9 +419,13 @@ impl<S: Sink<Message> + Unpin> Sink<Message> for Audited<S> {
 
     fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), S::Error> {
         let n = number(&item);
-        Pin::new(&mut self.inner).start_send(item)?;
+        self.audit.lock().unwrap().passing = n;
+        let sent = Pin::new(&mut self.inner).start_send(item);
+        let mut audit = self.audit.lock().unwrap();
+        audit.passing = None;
+        sent?;
         if let Some(n) = n {
-            self.audit.lock().unwrap().write(self.connection, n);
+            audit.write(self.connection, n);
         }
         Ok(())
     }
@@ -314,6 +445,58 @@ impl<S: Sink<Message> + Unpin> Sink<Message> for Audited<S> {
             self.audit.lock().unwrap().flushed(self.connection);
         }
         Poll::Ready(closed)
+    }
+}
+
+/// The socket, beneath every layer: each number written to it goes to [`Audit::wire_write`].
+struct Wire<S> {
+    inner: S,
+    audit: Arc<Mutex<Audit>>,
+    wire: u64,
+    mode: Mode,
+}
+
+impl<S> Wire<S> {
+    fn new(inner: S, audit: Arc<Mutex<Audit>>, mode: Mode) -> Self {
+        let wire = audit.lock().unwrap().new_wire(mode);
+        Self {
+            inner,
+            audit,
+            wire,
+            mode,
+        }
+    }
+}
+
+impl<S: Stream + Unpin> Stream for Wire<S> {
+    type Item = S::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        Pin::new(&mut self.inner).poll_next(cx)
+    }
+}
+
+impl<S: Sink<Message> + Unpin> Sink<Message> for Wire<S> {
+    type Error = S::Error;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        Pin::new(&mut self.inner).poll_ready(cx)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), S::Error> {
+        if let Some(n) = number(&item) {
+            let (wire, mode) = (self.wire, self.mode);
+            self.audit.lock().unwrap().wire_write(wire, n, mode);
+        }
+        Pin::new(&mut self.inner).start_send(item)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        Pin::new(&mut self.inner).poll_close(cx)
     }
 }
 
@@ -529,13 +712,23 @@ struct Book {
     pending: RefCell<BTreeMap<u32, u64>>,
     /// The next new number: every number below it has been accepted.
     next: Cell<u32>,
-    /// Numbers sent again after a new connection came up.
+    /// Numbers sent again after a new connection came up (echo mode).
     resent: Cell<u64>,
     echoes: Cell<u64>,
+    /// Ack mode: `Acked` outcomes taken; echoes that found no outcome for a number without one yet (the echo
+    /// came before the layer tracked the number: it is sent again after the ack timeout); outcomes found for a
+    /// number that already had one (tracked twice); and every outcome other than `Acked`.
+    acked: Cell<u64>,
+    early_echoes: Cell<u64>,
+    acked_twice: Cell<u64>,
+    failed: RefCell<Vec<String>>,
+    /// Ack mode: the layer's outcomes.
+    outcomes: Option<Outcomes>,
 }
 
 /// The writer's context.
 struct Writer<'a, W> {
+    mode: Mode,
     sink: &'a mut W,
     book: &'a Book,
     audit: &'a Mutex<Audit>,
@@ -552,7 +745,13 @@ impl<W: Sink<Message, Error = Error> + Unpin> Writer<'_, W> {
             .feed(Message::text(n.to_string()))
             .await
             .expect("the stream never ends while the soak runs");
-        self.audit.lock().unwrap().accept(n);
+        {
+            let mut audit = self.audit.lock().unwrap();
+            audit.accept(n);
+            if self.mode == Mode::Ack {
+                audit.unacked.insert(n);
+            }
+        }
         let generation = self.generation.load(Ordering::SeqCst);
         self.book.pending.borrow_mut().insert(n, generation);
     }
@@ -564,8 +763,8 @@ impl<W: Sink<Message, Error = Error> + Unpin> Writer<'_, W> {
             .expect("the stream never ends while the soak runs");
     }
 
-    /// Handles the signals waiting (with `wait`, waits for one first). When a new connection came up, sends
-    /// again, in order, every number sent before it that has no echo yet.
+    /// Handles the signals waiting (with `wait`, waits for one first). In echo mode, when a new connection came
+    /// up, sends again, in order, every number sent before it that has no echo yet (in ack mode the layer does).
     async fn handle_signals(&mut self, wait: bool) {
         let mut newest = None;
         let mut note = |signal, disconnected: &mut u64| match signal {
@@ -584,7 +783,9 @@ impl<W: Sink<Message, Error = Error> + Unpin> Writer<'_, W> {
         while let Ok(signal) = self.signals.try_recv() {
             note(signal, &mut self.disconnected);
         }
-        let Some(newest) = newest else { return };
+        let Some(newest) = newest.filter(|_| self.mode == Mode::Echo) else {
+            return;
+        };
         let again: Vec<u32> = self
             .book
             .pending
@@ -627,6 +828,13 @@ impl<W: Sink<Message, Error = Error> + Unpin> Writer<'_, W> {
             drained.is_ok(),
             "{pending} numbers still without an echo {DRAIN_BOUND:?} after the faults stopped"
         );
+        if let Some(outcomes) = &self.book.outcomes {
+            assert_eq!(
+                outcomes.unacked(),
+                0,
+                "every echo came, yet the ack layer still tracks numbers"
+            );
+        }
 
         // Cut off for good: these stay queued and must be handed back by the close.
         proxy.refuse_for(Duration::from_secs(3600));
@@ -651,10 +859,12 @@ impl<W: Sink<Message, Error = Error> + Unpin> Writer<'_, W> {
     }
 }
 
-/// Reads echoes until `stop`: each one takes its number off the pending list and shows progress.
+/// Reads echoes until `stop`: each one takes its number off the pending list (in ack mode, once its outcome
+/// is taken) and shows progress.
 async fn read_echoes<R>(
     stream: &mut R,
     book: &Book,
+    audit: &Mutex<Audit>,
     generation: &AtomicU64,
     progress: &Progress,
     signals: &mpsc::UnboundedSender<Signal>,
@@ -673,7 +883,12 @@ async fn read_echoes<R>(
                 let Some(n) = number(&message) else { continue };
                 let next = book.next.get();
                 assert!(n < next, "echo {n} from the future (next number {next})");
-                book.pending.borrow_mut().remove(&n);
+                match &book.outcomes {
+                    None => {
+                        book.pending.borrow_mut().remove(&n);
+                    }
+                    Some(outcomes) => take_outcome(book, outcomes, audit, n),
+                }
                 book.echoes.set(book.echoes.get() + 1);
                 progress.echo(generation.load(Ordering::SeqCst));
                 let _ = signals.unbounded_send(Signal::Echo);
@@ -684,10 +899,33 @@ async fn read_echoes<R>(
     }
 }
 
+/// Ack mode: the echo of `n` has passed the layer, which resolved `n` if it tracked it: takes the outcome.
+fn take_outcome(book: &Book, outcomes: &Outcomes, audit: &Mutex<Audit>, n: u32) {
+    let outcome = outcomes.try_outcome(&n);
+    let pending = book.pending.borrow().contains_key(&n);
+    match outcome {
+        // A duplicate's echo.
+        None if !pending => return,
+        None => {
+            book.early_echoes.set(book.early_echoes.get() + 1);
+            return;
+        }
+        Some(_) if !pending => {
+            book.acked_twice.set(book.acked_twice.get() + 1);
+            return;
+        }
+        Some(Outcome::Acked) => book.acked.set(book.acked.get() + 1),
+        Some(other) => book.failed.borrow_mut().push(format!("{n}: {other:?}")),
+    }
+    book.pending.borrow_mut().remove(&n);
+    audit.lock().unwrap().unacked.remove(&n);
+}
+
 // ---- The run -----------------------------------------------------------------------------------------------------
 
-/// Runs the soak for `secs` seconds with the fault schedule `seed`, prints the figure line and checks it.
-fn soak(secs: u64, seed: u64) {
+/// Runs the soak for `secs` seconds in `mode` with the fault schedule `seed`, prints the figure line and
+/// checks it.
+fn soak(secs: u64, seed: u64, mode: Mode) {
     count_panics();
     let panics_before = PANICS.load(Ordering::SeqCst);
     let ledger = Arc::new(Mutex::new(Ledger::default()));
@@ -697,29 +935,62 @@ fn soak(secs: u64, seed: u64) {
 
     let audit = Arc::new(Mutex::new(Audit::default()));
     let generation = Arc::new(AtomicU64::new(0));
+    // Connections that ended (the faults that hit a live link, and any the heartbeat gave up on).
+    let ended = Arc::new(AtomicU64::new(0));
     let (signal_tx, mut signal_rx) = mpsc::unbounded();
     let observer = {
-        let (generation, signals) = (Arc::clone(&generation), signal_tx.clone());
+        let (generation, ended, signals) = (Arc::clone(&generation), Arc::clone(&ended), signal_tx.clone());
         move |event: &Event| match event {
             Event::Connected { generation: g, .. } => {
                 generation.store(*g, Ordering::SeqCst);
                 let _ = signals.unbounded_send(Signal::Connected(*g));
             }
             Event::Disconnected { generation: g, .. } => {
+                ended.fetch_add(1, Ordering::SeqCst);
                 let _ = signals.unbounded_send(Signal::Disconnected(*g));
             }
             _ => {}
         }
     };
-    let mut layered = ConnectorBuilder::new(move || connect(url.clone()))
-        .hook(Heartbeat::new(HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT))
-        .build();
+    // The socket, tapped beneath every layer.
+    let dial = {
+        let audit = Arc::clone(&audit);
+        move || {
+            let attempt = connect(url.clone());
+            let audit = Arc::clone(&audit);
+            async move { attempt.await.map(|conn| Wire::new(conn, audit, mode)) }
+        }
+    };
+    let heartbeat = Heartbeat::new(HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT);
+    // Ack mode: the ack layer added first, so outermost (right beneath the audit). It then takes numbers on at
+    // exactly the stream's completed flushes, which the audit sees; the heartbeat's flushes of its pings are
+    // beneath it, and it sees the echoes before the heartbeat does.
+    let (mut layered, outcomes) = match mode {
+        Mode::Echo => (Either::Left(ConnectorBuilder::new(dial).hook(heartbeat).build()), None),
+        Mode::Ack => {
+            let (layer, outcomes) = AckLayer::new(number, |echo: &Message| number(echo).map(Ack::Ack));
+            let layer = (layer.with_window(WINDOW).with_timeout(ACK_TIMEOUT))
+                .with_attempts(u32::MAX)
+                .deliver_acks(true);
+            let layered = ConnectorBuilder::new(dial).layer(layer).hook(heartbeat).build();
+            (Either::Right(layered), Some(outcomes))
+        }
+    };
     let connector = {
         let audit = Arc::clone(&audit);
         move || {
-            let attempt = layered.connect();
+            let attempt = match &mut layered {
+                Either::Left(plain) => Either::Left(plain.connect()),
+                Either::Right(acked) => Either::Right(acked.connect()),
+            };
             let audit = Arc::clone(&audit);
-            async move { Ok::<_, BoxError>(Audited::new(attempt.await?, audit)) }
+            async move {
+                let conn = match attempt {
+                    Either::Left(attempt) => Either::Left(attempt.await?),
+                    Either::Right(attempt) => Either::Right(attempt.await?),
+                };
+                Ok::<_, BoxError>(Audited::new(conn, audit))
+            }
         }
     };
     let ws = Box::pin(
@@ -732,7 +1003,10 @@ fn soak(secs: u64, seed: u64) {
     );
     let (mut sink, mut stream) = ws.split();
 
-    let book = Book::default();
+    let book = Book {
+        outcomes,
+        ..Book::default()
+    };
     let progress = Progress::default();
     let faults_over = AtomicBool::new(false);
     let abort = AtomicBool::new(false);
@@ -750,6 +1024,7 @@ fn soak(secs: u64, seed: u64) {
         });
         let (stop_tx, stop_rx) = oneshot::channel();
         let mut writer = Writer {
+            mode,
             sink: &mut sink,
             book: &book,
             audit: &audit,
@@ -758,7 +1033,7 @@ fn soak(secs: u64, seed: u64) {
             disconnected: 0,
         };
         let client = async {
-            let reading = read_echoes(&mut stream, &book, &generation, &progress, &signal_tx, stop_rx);
+            let reading = read_echoes(&mut stream, &book, &audit, &generation, &progress, &signal_tx, stop_rx);
             let writing = async {
                 writer.run(&proxy, &faults_over).await;
                 let _ = stop_tx.send(());
@@ -783,7 +1058,17 @@ fn soak(secs: u64, seed: u64) {
         Err(Error::Closed { unsent }) => unsent,
         Err(other) => panic!("close: {other:?}"),
     };
-    let handed_back: Vec<u32> = ws.as_mut().take_unsent().iter().filter_map(number).collect();
+    let unsent: Vec<u32> = ws.as_mut().take_unsent().iter().filter_map(number).collect();
+    // Ack mode: what the layer still tracks is handed back too (nothing, once every echo came).
+    let (unacked, failed): (Vec<u32>, Vec<String>) = match &book.outcomes {
+        None => (Vec::new(), Vec::new()),
+        Some(outcomes) => {
+            let failed = outcomes.take_failed().into_iter();
+            let mut described = book.failed.take();
+            described.extend(failed.map(|(n, outcome)| format!("{n}: {outcome:?}")));
+            (outcomes.take_unacked().iter().filter_map(number).collect(), described)
+        }
+    };
     let elapsed = started.elapsed();
     let reconnects = ws.generation().saturating_sub(1);
     drop(ws);
@@ -792,17 +1077,38 @@ fn soak(secs: u64, seed: u64) {
     let ledger = ledger.lock().unwrap();
     let audit = audit.lock().unwrap();
     let sent = book.next.get();
-    let returned: BTreeSet<u32> = handed_back.iter().copied().collect();
+    let returned: BTreeSet<u32> = unsent.iter().chain(&unacked).copied().collect();
+    let handed_back = unsent.len() + unacked.len();
     let lost: Vec<u32> = (0..sent)
         .filter(|n| !ledger.contains(*n) && !returned.contains(n))
         .collect();
+    let duplicated = ledger.again.len();
+    let ended = ended.load(Ordering::SeqCst);
+    let dup_bound = WINDOW as u64 * ended;
     let panics = PANICS.load(Ordering::SeqCst) - panics_before;
     let peak_rss_kib = peak_rss_kib();
+    let (resent, ack_figures) = match mode {
+        Mode::Echo => (book.resent.get(), String::new()),
+        Mode::Ack => (
+            audit.resent_first + audit.resent_timeout + audit.resent_stale,
+            format!(
+                " ended={ended} dup_bound={dup_bound} acked={} failed={} unacked_back={} resent_on_timeout={} \
+                 resent_stale={} early_echoes={}",
+                book.acked.get(),
+                failed.len(),
+                unacked.len(),
+                audit.resent_timeout,
+                audit.resent_stale,
+                book.early_echoes.get(),
+            ),
+        ),
+    };
     println!(
-        "soak: secs={secs} seed={seed} faults={} (rst={} fin={} stall={} refuse={} truncate={} slow={}) sent={sent} resent={} \
-         delivered={} echoes={} handed_back={} lost={} duplicated={} reconnects={reconnects} \
-         slow_reconnects={} slowest_recovery_ms={} checked_writes={} contract_violations={} peak_rss_kib={peak_rss_kib} panics={panics} \
-         ({elapsed:.1?})",
+        "soak: mode={} secs={secs} seed={seed} faults={} (rst={} fin={} stall={} refuse={} truncate={} slow={}) \
+         sent={sent} resent={resent} delivered={} echoes={} handed_back={handed_back} lost={} \
+         duplicated={duplicated}{ack_figures} reconnects={reconnects} slow_reconnects={} slowest_recovery_ms={} \
+         checked_writes={} contract_violations={} peak_rss_kib={peak_rss_kib} panics={panics} ({elapsed:.1?})",
+        mode.name(),
         faults.total(),
         faults.rst,
         faults.fin,
@@ -810,32 +1116,43 @@ fn soak(secs: u64, seed: u64) {
         faults.refuse,
         faults.truncate,
         faults.slow,
-        book.resent.get(),
         ledger.distinct,
         book.echoes.get(),
-        handed_back.len(),
         lost.len(),
-        ledger.again.len(),
         faults.slow_reconnects,
         faults.slowest_recovery.as_millis(),
         audit.checked,
         audit.violations,
     );
 
+    assert!(failed.is_empty(), "seed {seed}: outcomes other than Acked: {failed:?}");
     assert!(lost.is_empty(), "seed {seed}: lost {:?}", &lost[..lost.len().min(20)]);
     assert_eq!(panics, 0, "seed {seed}: panics");
     assert_eq!(audit.violations, 0, "seed {seed}: {:#?}", audit.described);
     assert_eq!(
-        handed_back,
+        unsent,
         audit.outstanding(),
         "seed {seed}: handed back is not what no completed flush covered"
     );
-    assert_eq!(reported, handed_back.len(), "seed {seed}: Error::Closed's count");
+    assert_eq!(reported, unsent.len(), "seed {seed}: Error::Closed's count");
     let last: Vec<u32> = (sent - HANDBACK..sent).collect();
     assert!(
-        handed_back.ends_with(&last),
-        "seed {seed}: the numbers sent while refused were not handed back: {handed_back:?}"
+        unsent.ends_with(&last),
+        "seed {seed}: the numbers sent while refused were not handed back: {unsent:?}"
     );
+    if mode == Mode::Ack {
+        assert_eq!(book.acked_twice.get(), 0, "seed {seed}: numbers acked twice");
+        assert_eq!(
+            book.acked.get(),
+            u64::from(sent - HANDBACK),
+            "seed {seed}: every number sent before the hand-back has its Acked outcome"
+        );
+        assert!(
+            duplicated as u64 <= dup_bound,
+            "seed {seed}: {duplicated} numbers duplicated, more than {WINDOW} for each of the {ended} connections \
+             that ended"
+        );
+    }
     assert!(
         faults.total() > 0 && faults.hits > 0,
         "seed {seed}: no fault hit a live link"
@@ -855,17 +1172,24 @@ fn seed() -> u64 {
     env_u64("SOAK_SEED").unwrap_or_else(|| fastrand::u64(..))
 }
 
-/// The soak: `SOAK_SECS` seconds (default 60) of random faults; see the module docs.
+/// The soak: `SOAK_SECS` seconds (default 60) of random faults in `SOAK_MODE`; see the module docs.
 #[test]
 #[ignore = "long: SOAK_SECS=600 cargo test --release --test soak -- --ignored --nocapture"]
 fn soak_long() {
     let _serial = serial();
-    soak(env_u64("SOAK_SECS").unwrap_or(60), seed());
+    soak(env_u64("SOAK_SECS").unwrap_or(60), seed(), Mode::from_env());
 }
 
-/// The same soak for 8 s, in the quick suite.
+/// The same soak for 8 s in echo mode, in the quick suite.
 #[test]
 fn soak_short() {
     let _serial = serial();
-    soak(8, seed());
+    soak(8, seed(), Mode::Echo);
+}
+
+/// The same soak for 8 s in ack mode, in the quick suite.
+#[test]
+fn soak_short_ack() {
+    let _serial = serial();
+    soak(8, seed(), Mode::Ack);
 }
