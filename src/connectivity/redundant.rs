@@ -4,6 +4,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -26,7 +27,7 @@ type KeyOf<T> = Arc<dyn Fn(&T) -> Option<u64> + Send + Sync>;
 /// The keys delivered last, oldest first, bounded.
 pub(super) struct Recent {
     order: VecDeque<u64>,
-    set: HashSet<u64>,
+    set: HashSet<u64, KeyHash>,
     window: usize,
 }
 
@@ -34,23 +35,75 @@ impl Recent {
     pub(super) fn new(window: usize) -> Self {
         Self {
             order: VecDeque::new(),
-            set: HashSet::new(),
+            set: HashSet::with_hasher(KeyHash {
+                seed: fastrand::u64(..),
+            }),
             window: window.max(1),
         }
     }
 
-    /// Whether `key` is new (then it is remembered).
+    /// Whether `key` is new (then it is remembered, and the oldest forgotten once the window is full).
     pub(super) fn first(&mut self, key: u64) -> bool {
         if !self.set.insert(key) {
             return false;
         }
-        self.order.push_back(key);
-        if self.order.len() > self.window {
+        // The oldest goes before the new one is queued: the queue never outgrows the window.
+        if self.order.len() >= self.window {
             if let Some(oldest) = self.order.pop_front() {
                 self.set.remove(&oldest);
             }
         }
+        self.order.push_back(key);
         true
+    }
+}
+
+/// The de-duplication's hasher: the keys are `u64`s, so one folded multiply with a seed drawn per cache
+/// (keys come from the servers; the seed keeps them from choosing keys that collide). About a third of
+/// std's SipHash on this path.
+#[derive(Clone, Copy)]
+struct KeyHash {
+    seed: u64,
+}
+
+impl BuildHasher for KeyHash {
+    type Hasher = KeyHasher;
+
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher {
+            seed: self.seed,
+            hash: 0,
+        }
+    }
+}
+
+struct KeyHasher {
+    seed: u64,
+    hash: u64,
+}
+
+impl KeyHasher {
+    fn mix(&mut self, value: u64) {
+        let product = u128::from(value ^ self.seed ^ self.hash).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
+        self.hash = (product as u64) ^ ((product >> 64) as u64);
+    }
+}
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.mix(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.mix(value);
+    }
+
+    fn finish(&self) -> u64 {
+        self.hash
     }
 }
 
@@ -456,6 +509,20 @@ mod tests {
         assert!(recent.first(2));
         assert!(recent.first(3));
         assert!(recent.first(1), "1 was forgotten: the window holds 2");
-        assert_eq!(recent.order.len(), 2);
+        assert_eq!((recent.order.len(), recent.set.len()), (2, 2));
+        assert!(!recent.first(3) && !recent.first(1) && recent.first(2));
+    }
+
+    /// A full window of 4096 keeps its queue at 4096 slots (it once grew to 8192 on the 4097th key), and
+    /// the seeded hash tells every key apart.
+    #[test]
+    fn a_full_window_does_not_outgrow_itself() {
+        let mut recent = Recent::new(4096);
+        for key in 0..100_000u64 {
+            assert!(recent.first(key.wrapping_mul(0x1_0000_0001)));
+        }
+        assert!(recent.order.capacity() < 8192, "{}", recent.order.capacity());
+        assert_eq!(recent.set.len(), 4096);
+        assert!(!recent.first(99_999u64.wrapping_mul(0x1_0000_0001)));
     }
 }
