@@ -115,7 +115,7 @@ impl Hasher for KeyHasher {
 ///   [`window`](Self::with_dedupe_window) delivered is dropped (first arrival wins), so each message comes
 ///   once, each member's in its order.
 /// - Writes go to the primary, the first member (in the order given) that is up; it is re-elected when it
-///   drops. A write that fails fails the connection (the stream sends what it had not flushed again, on the
+///   drops (and stays the primary while it is up, even once an earlier member is back: no flapping). A write that fails fails the connection (the stream sends what it had not flushed again, on the
 ///   next one).
 /// - A member that drops is dialled again (after 100 ms, doubling to 5 s) while the others serve; the
 ///   connection ends when no member is up (the stream's retry policy then dials them all again).
