@@ -80,6 +80,7 @@ pub mod extension;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handshake;
+mod hash;
 pub mod hook;
 mod join;
 pub mod layer;

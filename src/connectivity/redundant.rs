@@ -4,7 +4,6 @@
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::future::Future;
-use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -14,6 +13,7 @@ use futures_core::Stream;
 use futures_sink::Sink;
 
 use crate::connect::Connect;
+use crate::hash::FoldHash;
 use crate::time::{AsyncIoTimer, Sleep, Timer};
 
 /// The default number of recent keys the de-duplication remembers: 4096.
@@ -27,7 +27,7 @@ type KeyOf<T> = Arc<dyn Fn(&T) -> Option<u64> + Send + Sync>;
 /// The keys delivered last, oldest first, bounded.
 pub(super) struct Recent {
     order: VecDeque<u64>,
-    set: HashSet<u64, KeyHash>,
+    set: HashSet<u64, FoldHash>,
     window: usize,
 }
 
@@ -35,9 +35,7 @@ impl Recent {
     pub(super) fn new(window: usize) -> Self {
         Self {
             order: VecDeque::new(),
-            set: HashSet::with_hasher(KeyHash {
-                seed: fastrand::u64(..),
-            }),
+            set: HashSet::with_hasher(FoldHash::default()),
             window: window.max(1),
         }
     }
@@ -55,55 +53,6 @@ impl Recent {
         }
         self.order.push_back(key);
         true
-    }
-}
-
-/// The de-duplication's hasher: the keys are `u64`s, so one folded multiply with a seed drawn per cache
-/// (keys come from the servers; the seed keeps them from choosing keys that collide). About a third of
-/// std's SipHash on this path.
-#[derive(Clone, Copy)]
-struct KeyHash {
-    seed: u64,
-}
-
-impl BuildHasher for KeyHash {
-    type Hasher = KeyHasher;
-
-    fn build_hasher(&self) -> KeyHasher {
-        KeyHasher {
-            seed: self.seed,
-            hash: 0,
-        }
-    }
-}
-
-struct KeyHasher {
-    seed: u64,
-    hash: u64,
-}
-
-impl KeyHasher {
-    fn mix(&mut self, value: u64) {
-        let product = u128::from(value ^ self.seed ^ self.hash).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
-        self.hash = (product as u64) ^ ((product >> 64) as u64);
-    }
-}
-
-impl Hasher for KeyHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.mix(u64::from_le_bytes(word));
-        }
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        self.mix(value);
-    }
-
-    fn finish(&self) -> u64 {
-        self.hash
     }
 }
 

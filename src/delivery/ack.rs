@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
+use crate::hash::FoldHash;
 use crate::time::{AsyncIoTimer, Timer};
 
 mod connection;
@@ -21,8 +22,8 @@ pub const DEFAULT_ACK_WINDOW: usize = 64;
 pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(10);
 /// The default number of times a message is sent before its outcome is [`Outcome::Failed`]: 5.
 pub const DEFAULT_ACK_ATTEMPTS: u32 = 5;
-/// How many acked outcomes nobody asked for yet are kept (the oldest are forgotten first; failed ones are
-/// kept until taken).
+/// How many acked outcomes nobody asked for yet are kept at least (twice the window when that is more; the
+/// oldest are forgotten first; awaited and failed ones are kept until taken).
 const KEPT_ACKED: usize = 1024;
 
 /// What an inbound message says about a tracked one.
@@ -170,20 +171,21 @@ struct State<T, Id> {
     /// Oldest first.
     unacked: VecDeque<Unacked<T, Id>>,
     /// Outcomes not taken yet.
-    done: HashMap<Id, Outcome<T>>,
+    done: HashMap<Id, Outcome<T>, FoldHash>,
     /// The acked ids in `done`, oldest first (to forget the oldest beyond `KEPT_ACKED`).
     acked_order: VecDeque<Id>,
     /// Failed or nacked outcomes in `done` (they count against the window until taken).
     failed: usize,
     /// Tasks waiting for an outcome.
-    waiting: HashMap<Id, Waker>,
+    waiting: HashMap<Id, Waker, FoldHash>,
     /// The writer waiting for room in the window.
     writer: Option<Waker>,
 }
 
 impl<T, Id: Eq + Hash + Clone> State<T, Id> {
-    fn has_room(&self, pending: usize) -> bool {
-        self.unacked.len() + self.failed + pending < self.window
+    /// How many more tracked messages the window takes, `pending` written and not yet tracked.
+    fn room(&self, pending: usize) -> usize {
+        self.window.saturating_sub(self.unacked.len() + self.failed + pending)
     }
 
     fn resolve(&mut self, id: &Id, outcome: impl FnOnce(T) -> Outcome<T>) {
@@ -197,19 +199,30 @@ impl<T, Id: Eq + Hash + Clone> State<T, Id> {
     }
 
     fn finish(&mut self, id: Id, outcome: Outcome<T>) {
+        // An outcome somebody awaits is kept until taken; of the others, acked ones are forgotten oldest
+        // first beyond twice the window (at least `KEPT_ACKED`), so that a caller awaiting outcomes in order
+        // finds each one although a whole window of acks may land in one poll.
+        let awaited = self.waiting.remove(&id);
         if matches!(outcome, Outcome::Acked) {
-            self.acked_order.push_back(id.clone());
-            if self.acked_order.len() > KEPT_ACKED {
-                if let Some(oldest) = self.acked_order.pop_front() {
-                    if matches!(self.done.get(&oldest), Some(Outcome::Acked)) {
-                        self.done.remove(&oldest);
+            if awaited.is_none() {
+                self.acked_order.push_back(id.clone());
+                let kept = KEPT_ACKED.max(self.window.saturating_mul(2));
+                while self.acked_order.len() > kept {
+                    let Some(oldest) = self.acked_order.pop_front() else {
+                        break;
+                    };
+                    // (A failed outcome under a reused id stays until taken.)
+                    if let Some(outcome) = self.done.remove(&oldest) {
+                        if !matches!(outcome, Outcome::Acked) {
+                            self.done.insert(oldest, outcome);
+                        }
                     }
                 }
             }
         } else {
             self.failed += 1;
         }
-        if let Some(waker) = self.waiting.remove(&id) {
+        if let Some(waker) = awaited {
             waker.wake();
         }
         self.done.insert(id, outcome);
@@ -248,10 +261,10 @@ where
                 attempts: DEFAULT_ACK_ATTEMPTS,
                 timer: Arc::new(AsyncIoTimer),
                 unacked: VecDeque::new(),
-                done: HashMap::new(),
+                done: HashMap::default(),
                 acked_order: VecDeque::new(),
                 failed: 0,
-                waiting: HashMap::new(),
+                waiting: HashMap::default(),
                 writer: None,
             }),
         });

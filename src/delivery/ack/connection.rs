@@ -16,6 +16,7 @@ use tower_layer::Layer;
 
 use super::{Ack, AckLayer, Outcome, Unacked};
 use crate::connect::Connect;
+use crate::hash::FoldHash;
 use crate::time::Sleep;
 
 impl<T, Id, C> Layer<C> for AckLayer<T, Id> {
@@ -100,7 +101,7 @@ where
         };
         // Everything still unacked goes out again first, in order (an attempt each, from now); what has had
         // all its attempts fails instead.
-        let (resend, carried): (VecDeque<T>, HashSet<Id>) = {
+        let (resend, carried): (VecDeque<T>, HashSet<Id, FoldHash>) = {
             let mut state = layer.shared.state();
             let now = state.timer.now();
             let attempts = state.attempts;
@@ -111,7 +112,7 @@ where
             for id in spent {
                 state.resolve(&id, Outcome::Failed);
             }
-            let mut carried = HashSet::new();
+            let mut carried = HashSet::default();
             let resend = (state.unacked.iter_mut())
                 .map(|unacked| {
                     unacked.attempts = unacked.attempts.saturating_add(1);
@@ -128,6 +129,7 @@ where
             resend,
             carried,
             written: Vec::new(),
+            room: 0,
             sleep: None,
         }))
     }
@@ -143,9 +145,12 @@ pub struct AckConnection<S, T, Id> {
     /// The ids of `resend`, until the first message written that is not one of them: the writer's own
     /// replay of those (a flush beside its own, a hook's, tracked them before the writer knew they were
     /// flushed) is not sent a second time.
-    carried: HashSet<Id>,
+    carried: HashSet<Id, FoldHash>,
     /// Written since the last completed flush, with their ids: tracked once the flush completes.
     written: Vec<(Id, T)>,
+    /// Room in the window as last counted, less what was written since: a lower bound (acks only make more),
+    /// so that a send takes the lock only when it runs out.
+    room: usize,
     /// The earliest ack deadline.
     sleep: Option<Sleep>,
 }
@@ -253,13 +258,14 @@ where
                     let Some(ack) = (this.layer.ack_of)(&message) else {
                         return Poll::Ready(Some(Ok(message)));
                     };
-                    {
-                        let mut state = this.layer.shared.state();
-                        match ack {
-                            Ack::Ack(id) => state.resolve(&id, |_| Outcome::Acked),
-                            Ack::Nack(id) => state.resolve(&id, Outcome::Nacked),
-                        }
+                    // (The lock is not held across polls: the layers beneath, and `ack_of`, may use the
+                    // `Acks` handle.)
+                    let mut state = this.layer.shared.state();
+                    match ack {
+                        Ack::Ack(id) => state.resolve(&id, |_| Outcome::Acked),
+                        Ack::Nack(id) => state.resolve(&id, Outcome::Nacked),
                     }
+                    drop(state);
                     if this.layer.deliver_acks {
                         return Poll::Ready(Some(Ok(message)));
                     }
@@ -294,14 +300,16 @@ where
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         let this = self.get_mut();
         std::task::ready!(this.poll_resend(cx))?;
-        let mut state = this.layer.shared.state();
-        if !state.has_room(this.written.len()) {
-            if this.written.is_empty() {
-                state.writer = Some(cx.waker().clone());
+        if this.room == 0 {
+            let mut state = this.layer.shared.state();
+            this.room = state.room(this.written.len());
+            if this.room == 0 {
+                if this.written.is_empty() {
+                    state.writer = Some(cx.waker().clone());
+                }
+                return Poll::Pending;
             }
-            return Poll::Pending;
         }
-        drop(state);
         Pin::new(&mut this.inner).poll_ready(cx)
     }
 
@@ -313,10 +321,11 @@ where
                 // Tracked already, and sent again first on this connection.
                 return Ok(());
             }
-            this.carried = HashSet::new();
+            this.carried = HashSet::default();
         }
         if let Some(id) = id {
             this.written.push((id, message.clone()));
+            this.room = this.room.saturating_sub(1);
         }
         Pin::new(&mut this.inner).start_send(message)
     }
