@@ -525,36 +525,7 @@ fn criterion_benches(criterion: &mut Criterion, addr: SocketAddr, mode: Mode) {
 
 mod figures {
     use super::*;
-
-    /// `samples` runs of `op` on each variant, rotating which goes first (after `warm_up` rounds not counted):
-    /// the median of each.
-    fn interleaved<V: Copy>(
-        variants: &[V],
-        warm_up: usize,
-        samples: usize,
-        mut op: impl FnMut(V) -> Duration,
-    ) -> Vec<Duration> {
-        let mut times: Vec<Vec<Duration>> = variants.iter().map(|_| Vec::with_capacity(samples)).collect();
-        for sample in 0..warm_up + samples {
-            for turn in 0..variants.len() {
-                let which = (sample + turn) % variants.len();
-                let elapsed = op(variants[which]);
-                if sample >= warm_up {
-                    times[which].push(elapsed);
-                }
-            }
-        }
-        times.into_iter().map(median).collect()
-    }
-
-    fn median(mut times: Vec<Duration>) -> Duration {
-        times.sort_unstable();
-        times[times.len() / 2]
-    }
-
-    fn ns_per(total: Duration, n: usize) -> f64 {
-        total.as_secs_f64() * 1e9 / n as f64
-    }
+    use crate::common::{interleaved, ns_per};
 
     fn per_second(ns: f64) -> f64 {
         1e9 / ns

@@ -160,3 +160,33 @@ pub(crate) fn shared_message(len: usize) -> impl FnMut() -> Message {
     let _promote_to_shared = template.clone();
     move || Message::Binary(template.clone())
 }
+
+/// `samples` runs of `op` on each variant, rotating which goes first (after `warm_up` rounds not counted):
+/// the median of each.
+pub(crate) fn interleaved<V: Copy>(
+    variants: &[V],
+    warm_up: usize,
+    samples: usize,
+    mut op: impl FnMut(V) -> Duration,
+) -> Vec<Duration> {
+    let mut times: Vec<Vec<Duration>> = variants.iter().map(|_| Vec::with_capacity(samples)).collect();
+    for sample in 0..warm_up + samples {
+        for turn in 0..variants.len() {
+            let which = (sample + turn) % variants.len();
+            let elapsed = op(variants[which]);
+            if sample >= warm_up {
+                times[which].push(elapsed);
+            }
+        }
+    }
+    times.into_iter().map(median).collect()
+}
+
+pub(crate) fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort_unstable();
+    times[times.len() / 2]
+}
+
+pub(crate) fn ns_per(total: Duration, n: usize) -> f64 {
+    total.as_secs_f64() * 1e9 / n as f64
+}

@@ -29,7 +29,7 @@ use stream_tungstenite::retry::FixedDelay;
 use stream_tungstenite::tungstenite::Message;
 use stream_tungstenite::ws::WsConnector;
 use stream_tungstenite::{Event, QueuePolicy, ReconnectingStream};
-use support::peers::{installed, Impl, Peer};
+use support::peers::{run_needing, Impl, Peer};
 use support::proxy::{Cut, Direction, Proxy};
 use support::serial::{ms, serial};
 use support::{block_on_within, within, Recorder};
@@ -449,15 +449,6 @@ fn the_ttl_policy_hands_back_what_is_too_old_and_sends_the_rest_in_order() {
 }
 
 fn main() {
-    let args = libtest_mimic::Arguments::from_args();
-    let on_ci = std::env::var("CI").is_ok_and(|ci| ci == "true");
-    let ignored = !installed(Impl::Python) && !on_ci;
-    if ignored {
-        eprintln!(
-            "delivery_peers: tests ignored: the Python peer is not installed; run .ci/install-peers, then \
-             cargo test --test delivery_peers"
-        );
-    }
     let tests: [(&str, fn()); 4] = [
         (
             "acked_sends_survive_rst_fin_and_half_open_cuts",
@@ -476,15 +467,5 @@ fn main() {
             the_ttl_policy_hands_back_what_is_too_old_and_sends_the_rest_in_order,
         ),
     ];
-    let trials = tests
-        .into_iter()
-        .map(|(name, test)| {
-            libtest_mimic::Trial::test(name, move || {
-                test();
-                Ok(())
-            })
-            .with_ignored_flag(ignored)
-        })
-        .collect();
-    libtest_mimic::run(&args, trials).exit();
+    run_needing("delivery_peers", &[Impl::Python], &tests);
 }

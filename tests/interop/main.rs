@@ -18,7 +18,7 @@ use stream_tungstenite::retry::{ExponentialBackoff, Jitter};
 use stream_tungstenite::tungstenite::Message;
 use stream_tungstenite::ws::{ConnectError, WsConnector};
 use stream_tungstenite::{connect, Event, ReconnectingStream};
-use support::peers::{installed, Impl, Peer};
+use support::peers::{run_needing, Impl, Peer};
 use support::{lockstep, Recorder};
 
 fn peers(args: &[&str]) -> Vec<Peer> {
@@ -275,20 +275,6 @@ fn wss_with_a_self_signed_certificate_trusted_through_a_custom_root_and_refused_
 }
 
 fn main() {
-    let args = libtest_mimic::Arguments::from_args();
-    let missing: Vec<&str> = (Impl::ALL.iter())
-        .filter(|which| !installed(**which))
-        .map(|which| which.name())
-        .collect();
-    let on_ci = std::env::var("CI").is_ok_and(|ci| ci == "true");
-    // Under CI a missing peer must fail (the tests run, and `Peer::start` panics); elsewhere the skip shows.
-    let ignored = !missing.is_empty() && !on_ci;
-    if ignored {
-        eprintln!(
-            "interop: tests ignored: peers not installed ({}); run .ci/install-peers, then cargo test --test interop",
-            missing.join(", ")
-        );
-    }
     let tests: [(&str, fn()); 7] = [
         ("echo", echo as fn()),
         (
@@ -316,15 +302,5 @@ fn main() {
             wss_with_a_self_signed_certificate_trusted_through_a_custom_root_and_refused_without as fn(),
         ),
     ];
-    let trials = tests
-        .into_iter()
-        .map(|(name, test)| {
-            libtest_mimic::Trial::test(name, move || {
-                test();
-                Ok(())
-            })
-            .with_ignored_flag(ignored)
-        })
-        .collect();
-    libtest_mimic::run(&args, trials).exit();
+    run_needing("interop", &Impl::ALL, &tests);
 }

@@ -309,3 +309,31 @@ pub fn script(which: Impl) -> PathBuf {
         Impl::Node => dir.join("node_server.js"),
     }
 }
+
+/// The `main` of a test binary whose tests need peers (its own harness, libtest-mimic): runs `tests`,
+/// reported as **ignored** with a note naming what to install when one of `needed` is missing, except under
+/// `CI=true`, where they run (and a missing peer fails them).
+pub fn run_needing(binary: &str, needed: &[Impl], tests: &[(&'static str, fn())]) -> ! {
+    let args = libtest_mimic::Arguments::from_args();
+    let missing: Vec<&str> = (needed.iter())
+        .filter(|which| !installed(**which))
+        .map(|which| which.name())
+        .collect();
+    let ignored = !missing.is_empty() && !on_ci();
+    if ignored {
+        eprintln!(
+            "{binary}: tests ignored: peers not installed ({}); run .ci/install-peers, then cargo test --test {binary}",
+            missing.join(", ")
+        );
+    }
+    let trials = (tests.iter())
+        .map(|&(name, test)| {
+            libtest_mimic::Trial::test(name, move || {
+                test();
+                Ok(())
+            })
+            .with_ignored_flag(ignored)
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit()
+}
