@@ -42,7 +42,7 @@ mod common;
 use common::Mode;
 use std::future::Future;
 use std::hint::black_box;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -411,24 +411,7 @@ mod server {
     /// straight to the socket (pre-encoded, so that the client, not the server, is the bottleneck), and answers
     /// a Close.
     pub(super) fn start() -> SocketAddr {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("local address");
-        let listener = Async::new(listener).expect("async listener");
-        std::thread::Builder::new()
-            .name("bench-server".into())
-            .spawn(move || {
-                let executor = smol::LocalExecutor::new();
-                block_on(executor.run(async {
-                    loop {
-                        match listener.accept().await {
-                            Ok((tcp, _)) => executor.spawn(serve(tcp)).detach(),
-                            Err(error) => eprintln!("[bench server] accept failed: {error}"),
-                        }
-                    }
-                }))
-            })
-            .expect("server thread");
-        addr
+        common::local_server(|| move |tcp| serve(tcp))
     }
 
     async fn serve(tcp: Async<TcpStream>) {

@@ -71,7 +71,7 @@ mod common;
 
 use std::hint::black_box;
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use async_io::{block_on, Async};
@@ -618,25 +618,10 @@ mod server {
     /// `ack n`; `/push/<n>` sends messages `0..n` (see [`pushed`]) and keeps the connection open until the
     /// client goes.
     pub(super) fn start() -> SocketAddr {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("local address");
-        let listener = Async::new(listener).expect("async listener");
-        std::thread::Builder::new()
-            .name("bench-server".into())
-            .spawn(move || {
-                let executor = smol::LocalExecutor::new();
-                let feeds = Feeds::default();
-                block_on(executor.run(async {
-                    loop {
-                        match listener.accept().await {
-                            Ok((tcp, _)) => executor.spawn(serve(tcp, Rc::clone(&feeds))).detach(),
-                            Err(error) => eprintln!("[bench server] accept failed: {error}"),
-                        }
-                    }
-                }))
-            })
-            .expect("server thread");
-        addr
+        common::local_server(|| {
+            let feeds = Feeds::default();
+            move |tcp| serve(tcp, Rc::clone(&feeds))
+        })
     }
 
     /// The pushed frames, encoded once per length.

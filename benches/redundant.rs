@@ -60,7 +60,7 @@
 mod common;
 
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -396,25 +396,10 @@ mod server {
     /// waits for the session's other members; once all are upgraded, each gets messages `0..n` (see
     /// [`payload`]), written straight to its socket, and is kept open until the client goes.
     pub(super) fn start() -> SocketAddr {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("local address");
-        let listener = Async::new(listener).expect("async listener");
-        std::thread::Builder::new()
-            .name("bench-server".into())
-            .spawn(move || {
-                let executor = smol::LocalExecutor::new();
-                let sessions = Sessions::default();
-                block_on(executor.run(async {
-                    loop {
-                        match listener.accept().await {
-                            Ok((tcp, _)) => executor.spawn(serve(tcp, Rc::clone(&sessions))).detach(),
-                            Err(error) => eprintln!("[bench server] accept failed: {error}"),
-                        }
-                    }
-                }))
-            })
-            .expect("server thread");
-        addr
+        common::local_server(|| {
+            let sessions = Sessions::default();
+            move |tcp| serve(tcp, Rc::clone(&sessions))
+        })
     }
 
     async fn serve(tcp: Async<TcpStream>, sessions: Sessions) {

@@ -190,3 +190,32 @@ pub(crate) fn median(mut times: Vec<Duration>) -> Duration {
 pub(crate) fn ns_per(total: Duration, n: usize) -> f64 {
     total.as_secs_f64() * 1e9 / n as f64
 }
+
+/// Starts a loopback server on a thread of its own (a smol `LocalExecutor`, no runtime) and returns its
+/// address: `make` runs on that thread and gives the handler each accepted connection is served by (so the
+/// handler may share `Rc` state between connections).
+pub(crate) fn local_server<F, Fut>(make: impl FnOnce() -> F + Send + 'static) -> std::net::SocketAddr
+where
+    F: Fn(async_io::Async<std::net::TcpStream>) -> Fut + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("local address");
+    let listener = async_io::Async::new(listener).expect("async listener");
+    std::thread::Builder::new()
+        .name("bench-server".into())
+        .spawn(move || {
+            let executor = smol::LocalExecutor::new();
+            let handler = make();
+            async_io::block_on(executor.run(async {
+                loop {
+                    match listener.accept().await {
+                        Ok((tcp, _)) => executor.spawn(handler(tcp)).detach(),
+                        Err(error) => eprintln!("[bench server] accept failed: {error}"),
+                    }
+                }
+            }))
+        })
+        .expect("server thread");
+    addr
+}
