@@ -1594,3 +1594,60 @@ fn the_client_with_acked_sends_resends_what_was_not_acked_and_every_outcome_is_a
     );
     assert_eq!(acks.unacked(), 0);
 }
+
+/// The client's queue policy and first messages: while the server refuses, `old` waits longer than the TTL
+/// and is handed back (`take_dropped`, `Event::Dropped`); `new` goes out after the connection's first message.
+#[test]
+fn the_clients_ttl_hands_back_what_is_too_old_and_first_messages_go_first() {
+    use std::time::Instant;
+    let opened = Instant::now();
+    let server = server::serve(move |tcp, index, log| async move {
+        if opened.elapsed() < ms(1200) {
+            return; // refused (dropped before the upgrade) for the first 1.2 s
+        }
+        let Ok(mut ws) = async_tungstenite::accept_async(tcp).await else {
+            return;
+        };
+        while let Some(Ok(message)) = ws.next().await {
+            if let Message::Text(text) = &message {
+                log.lock().unwrap().push(format!("conn {index}: {text}"));
+            }
+        }
+    });
+    let dropped = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let client = WebSocketClient::builder(server.url())
+        .with_retry(stream_tungstenite::retry::FixedDelay::new(ms(20)))
+        .with_queue_policy(stream_tungstenite::QueuePolicy::DropOlderThan(ms(700)))
+        .with_first_messages(|generation| vec![Message::text(format!("hello {generation}"))])
+        .with_observer({
+            let dropped = Arc::clone(&dropped);
+            move |event: &Event| {
+                if let Event::Dropped { count, .. } = event {
+                    dropped.fetch_add(*count, Ordering::SeqCst);
+                }
+            }
+        })
+        .build();
+    support::block_on(async {
+        let test = async {
+            client.send_text("old").await.unwrap();
+            async_io::Timer::after(ms(900)).await; // ageing is what is tested: real time passes
+            client.send_text("new").await.unwrap();
+            let logged = |line: &str| server.log().iter().any(|l| l.ends_with(line));
+            while !logged(": new") {
+                async_io::Timer::after(ms(10)).await;
+            }
+            client.shutdown().await;
+        };
+        let (outcome, ()) = future::join(client.run(), prompt("the run", test)).await;
+        outcome.unwrap();
+    });
+    let log: Vec<String> = server
+        .log()
+        .iter()
+        .map(|l| l.split(": ").nth(1).unwrap().to_owned())
+        .collect();
+    assert_eq!(log, ["hello 1", "new"]);
+    assert_eq!(client.take_dropped(), [Message::text("old")]);
+    assert_eq!(dropped.load(Ordering::SeqCst), 1);
+}
