@@ -11,6 +11,9 @@ use super::LivenessTimeout;
 use crate::hook::{Hook, Tick, Verdict};
 use crate::time::{AsyncIoTimer, Sleep, Timer};
 
+/// The payload of a heartbeat hook's pings, by which their Pongs are told from the application's.
+const PING_PAYLOAD: &[u8] = b"stream-tungstenite heartbeat";
+
 /// Pings every `interval`; if no frame at all (data, ping or pong) arrives within `timeout` of a ping, the
 /// connection fails with [`LivenessTimeout`] and the stream reconnects. A peer that stops answering without
 /// closing TCP is detected within `interval + timeout`.
@@ -18,9 +21,9 @@ use crate::time::{AsyncIoTimer, Sleep, Timer};
 /// A [hook](crate::hook): add it with [`ConnectorBuilder::hook`](crate::layer::ConnectorBuilder::hook). Its
 /// timers run while the stream is read, which is what any consumer of a reconnecting stream does. While
 /// messages keep arriving the connection is evidently alive; pings still go out every interval so the server
-/// sees the client alive too. The server's Pong replies are frames like any other: they reach the reader as
-/// items (drop them with a [`Filter`](super::Filter) placed before the heartbeat, so that the heartbeat still
-/// sees them).
+/// sees the client alive too. Its pings carry a payload of their own, and the Pongs that answer them are
+/// taken out of the stream (as python websockets does): the reader sees no Pong it did not ask for. A Pong
+/// answering the application's own Ping (any other payload) is delivered.
 ///
 /// # Examples
 ///
@@ -39,6 +42,8 @@ pub struct Heartbeat {
     next_ping: Option<Sleep>,
     /// When the connection is dead unless a frame arrives (per connection, armed by a ping).
     deadline: Option<Sleep>,
+    /// What its pings carry; a Pong carrying it is this heartbeat's.
+    payload: &'static [u8],
 }
 
 impl Heartbeat {
@@ -51,7 +56,21 @@ impl Heartbeat {
             timer: Arc::new(AsyncIoTimer),
             next_ping: None,
             deadline: None,
+            payload: PING_PAYLOAD,
         }
+    }
+
+    /// Pings carrying `payload` (a connection's built-in heartbeat has one of its own, so that it and a
+    /// heartbeat hook each know their own Pongs).
+    pub(crate) fn with_payload(mut self, payload: &'static [u8]) -> Self {
+        self.payload = payload;
+        self
+    }
+
+    /// Whether a Pong carrying `payload` answers this heartbeat's ping.
+    #[inline]
+    pub(crate) fn answers(&self, payload: &[u8]) -> bool {
+        payload == self.payload
     }
 
     /// Uses `timer` for the schedule (for tests: a [`ManualClock`](crate::time::ManualClock)).
@@ -88,6 +107,7 @@ impl Clone for Heartbeat {
             timer: Arc::clone(&self.timer),
             next_ping: None,
             deadline: None,
+            payload: self.payload,
         }
     }
 }
@@ -109,9 +129,12 @@ impl Hook<Message> for Heartbeat {
     }
 
     #[inline]
-    fn on_inbound(&mut self, _message: &mut Message) -> Verdict {
+    fn on_inbound(&mut self, message: &mut Message) -> Verdict {
         self.saw_frame();
-        Verdict::Pass
+        match message {
+            Message::Pong(payload) if self.answers(payload) => Verdict::Drop,
+            _ => Verdict::Pass,
+        }
     }
 
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<Tick<Message>> {
@@ -142,6 +165,6 @@ impl Hook<Message> for Heartbeat {
             }
         }
         tracing::trace!("heartbeat ping");
-        Poll::Ready(Tick::Send(Message::Ping(Bytes::new())))
+        Poll::Ready(Tick::Send(Message::Ping(Bytes::from_static(self.payload))))
     }
 }

@@ -62,7 +62,7 @@ impl Default for Liveness {
 /// with [`ConnectionError::Closed`] carrying the code and reason, so that
 /// [`ReconnectingStream`](crate::ReconnectingStream) reports it as a disconnect with a close code and
 /// decides by the code whether to reconnect. Pings are answered automatically (by tungstenite, on the next
-/// read or write); they and pongs are still yielded as items.
+/// read or write); they and the application's pongs are still yielded as items (the heartbeat's are not).
 ///
 /// `poll_close` performs the close handshake: it sends a Close frame, then waits for the server's Close (or
 /// the end of the connection). Bound the wait from outside, as `ReconnectingStream`'s close timeout does.
@@ -76,7 +76,9 @@ impl Default for Liveness {
 /// [`ConnectionError::Silent`] when no frame arrives within [`DEFAULT_PING_TIMEOUT`] of a ping, so a half-open
 /// connection is detected within their sum (40 s); set or turn off with
 /// [`WsConnectorBuilder::with_heartbeat`](super::WsConnectorBuilder::with_heartbeat). The timer runs while the
-/// connection is read (as [`ReconnectingStream`](crate::ReconnectingStream) and the client do).
+/// connection is read (as [`ReconnectingStream`](crate::ReconnectingStream) and the client do). Its pings
+/// carry a payload of their own, and the Pongs answering them are not items: the reader sees no Pong it did
+/// not ask for.
 ///
 /// # Cancel safety
 ///
@@ -190,7 +192,9 @@ impl WsConnection {
             peek: false,
         };
         let heartbeat = liveness.heartbeat.map(|(interval, timeout)| {
-            let mut heartbeat = Heartbeat::new(interval, timeout).with_timer(Arc::clone(&liveness.timer));
+            let mut heartbeat = Heartbeat::new(interval, timeout)
+                .with_timer(Arc::clone(&liveness.timer))
+                .with_payload(b"stream-tungstenite connection heartbeat");
             Hook::<Message>::on_start(&mut heartbeat);
             heartbeat
         });
@@ -312,13 +316,19 @@ impl Conn {
     #[inline(always)]
     fn read(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, ConnectionError>>> {
         self.register_reader(cx.waker());
-        match self.ws.read() {
-            Ok(Message::Close(frame)) => self.on_close(frame, cx),
-            Ok(message) => {
-                self.received(&message);
-                Poll::Ready(Some(Ok(message)))
+        loop {
+            match self.ws.read() {
+                Ok(Message::Close(frame)) => return self.on_close(frame, cx),
+                // The answer to the heartbeat's own ping: it proves the connection alive, and is not an item.
+                Ok(Message::Pong(payload)) if self.heartbeat.as_ref().is_some_and(|h| h.answers(&payload)) => {
+                    self.received(&Message::Pong(payload));
+                }
+                Ok(message) => {
+                    self.received(&message);
+                    return Poll::Ready(Some(Ok(message)));
+                }
+                Err(error) => return self.on_read_error(error, cx),
             }
-            Err(error) => self.on_read_error(error, cx),
         }
     }
 

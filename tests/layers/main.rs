@@ -314,15 +314,31 @@ fn heartbeat_keeps_a_responsive_connection() {
     support::block_on(async {
         ws.send(Message::text("up")).await.unwrap();
         assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("up"));
-        for _ in 0..5 {
+        for n in 0..5 {
             clock.advance(Duration::from_secs(10));
-            // The ping goes out; the server's pong arrives as an item and proves the connection alive.
-            loop {
-                if let Message::Pong(_) = ws.next().await.unwrap().unwrap() {
-                    break;
-                }
-            }
+            // The ping goes out on this read; its pong is taken out of the stream: nothing comes.
+            assert!(
+                support::within(Duration::from_millis(100), ws.next()).await.is_err(),
+                "nothing comes"
+            );
+            // A text sent after the ping: its echo is the next item (the pong, answered first, is no item).
+            ws.send(Message::text(format!("after ping {n}"))).await.unwrap();
+            assert_eq!(
+                ws.next().await.unwrap().unwrap(),
+                Message::text(format!("after ping {n}"))
+            );
         }
+        // A ping, then its timeout passes with only its pong coming back: the pong kept the connection alive.
+        clock.advance(Duration::from_secs(10));
+        assert!(
+            support::within(Duration::from_millis(100), ws.next()).await.is_err(),
+            "nothing comes"
+        );
+        clock.advance(Duration::from_secs(6));
+        assert!(
+            support::within(Duration::from_millis(100), ws.next()).await.is_err(),
+            "nothing comes"
+        );
     });
     assert_eq!(ws.generation(), 1);
 }

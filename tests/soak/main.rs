@@ -879,7 +879,6 @@ async fn read_echoes<R>(
         };
         match item {
             Some(Ok(message)) => {
-                // Pongs (answers to the heartbeat's pings) come through too.
                 let Some(n) = number(&message) else { continue };
                 let next = book.next.get();
                 assert!(n < next, "echo {n} from the future (next number {next})");

@@ -390,6 +390,29 @@ fn server_pings_are_answered_while_the_client_only_reads() {
     assert_eq!(server.log(), ["pong are you there"]);
 }
 
+/// The heartbeat's pings (every 50 ms here) are answered and their Pongs are no items; the application's own
+/// Ping gets its Pong as an item, payload and all.
+#[test]
+fn the_heartbeats_pongs_are_no_items_but_the_applications_are() {
+    let server = server::echo_server(None);
+    let connector = WsConnector::builder(server.url())
+        .with_heartbeat(Duration::from_millis(50), Duration::from_secs(5))
+        .build();
+    let mut ws = ReconnectingStream::new(connector);
+    support::block_on(async {
+        ws.send(Message::text("up")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("up"));
+        // Several heartbeat pings go out and are answered while the stream is read: nothing comes.
+        assert!(support::within(Duration::from_millis(300), ws.next()).await.is_err());
+        ws.send(Message::Ping(b"mine".to_vec().into())).await.unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::Pong(b"mine".to_vec().into())
+        );
+    });
+    assert_eq!(ws.generation(), 1);
+}
+
 #[test]
 fn close_performs_the_websocket_close_handshake() {
     let (done_tx, done_rx) = std::sync::mpsc::channel::<Vec<String>>();

@@ -137,18 +137,13 @@ fn writes_go_to_the_primary_which_is_re_elected_when_it_drops() {
     let got = |server: &server::Server, text: &str| server.log().iter().any(|line| line == text);
     let ups = |server: &server::Server| server.log().iter().filter(|line| *line == "up").count();
     support::block_on_within(Duration::from_secs(30), "writes across a re-election", async {
-        // Lets the group run (notice drops, redial) for a while; nothing but the heartbeat's pongs comes.
-        async fn run_for<S, E>(ws: &mut S, time: Duration)
+        // Lets the group run (notice drops, redial) for a while; nothing comes.
+        async fn run_for<S: futures::Stream + Unpin>(ws: &mut S, time: Duration)
         where
-            S: futures::Stream<Item = Result<Message, E>> + Unpin,
-            E: std::fmt::Debug,
+            S::Item: std::fmt::Debug,
         {
-            let deadline = Instant::now() + time;
-            while let Ok(item) = support::within(deadline.saturating_duration_since(Instant::now()), ws.next()).await {
-                assert!(
-                    matches!(item, Some(Ok(Message::Pong(_)))),
-                    "nothing comes, but {item:?}"
-                );
+            if let Ok(item) = support::within(time, ws.next()).await {
+                panic!("nothing comes, but {item:?}");
             }
         }
         while ups(&a) < 1 || ups(&b) < 1 {
